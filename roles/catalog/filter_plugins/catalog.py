@@ -107,9 +107,7 @@ def profile_problems(
     problems = []
     spec = all_profiles[profile] or {}
     for key in sorted(set(spec) - PROFILE_KEYS):
-        problems.append(
-            f"Profile '{profile}' has unknown key '{key}'; allowed: {', '.join(sorted(PROFILE_KEYS))}."
-        )
+        problems.append(f"Profile '{profile}' has unknown key '{key}'; allowed: {', '.join(sorted(PROFILE_KEYS))}.")
     known_models = deep_merge(models, model_overrides)
     model_list = spec.get("models") or []
     if not model_list:
@@ -121,9 +119,7 @@ def profile_problems(
                 f"Known models: {', '.join(sorted(known_models))}; add it under catalog_model_overrides."
             )
     for key in sorted(set(spec.get("overrides") or {}) - set(model_list)):
-        problems.append(
-            f"Profile '{profile}' overrides model '{key}', which it does not list in `models`."
-        )
+        problems.append(f"Profile '{profile}' overrides model '{key}', which it does not list in `models`.")
     return problems
 
 
@@ -161,9 +157,7 @@ def _model_problems(model: dict[str, Any]) -> list[str]:
     gpus = model.get("gpus")
     tp = model.get("tensor_parallel_size")
     if model.get("accelerator") == "nvidia" and isinstance(tp, int) and isinstance(gpus, list) and len(gpus) != tp:
-        problems.append(
-            f"Model '{key}' runs tensor_parallel_size {tp} on gpus {gpus}; list exactly {tp} GPU indexes."
-        )
+        problems.append(f"Model '{key}' runs tensor_parallel_size {tp} on gpus {gpus}; list exactly {tp} GPU indexes.")
     return problems
 
 
@@ -201,9 +195,7 @@ def _uniqueness_problems(models: list[dict[str, Any]]) -> list[str]:
             problems.append(f"Models {' and '.join(keys)} both use port {port}; give each its own `port`.")
     for name, keys in names.items():
         if len(set(keys)) > 1:
-            problems.append(
-                f"Models {' and '.join(keys)} both serve the name '{name}'; served names must be unique."
-            )
+            problems.append(f"Models {' and '.join(keys)} both serve the name '{name}'; served names must be unique.")
     return problems
 
 
@@ -213,8 +205,11 @@ def route_for(name: str, models: list[dict[str, Any]]) -> list[str]:
     Exact served name first, then the longest case-insensitive substring among route_matches.
     """
     exact = [m["key"] for m in models if name in (m.get("served_names") or [])]
-    if exact:
-        return exact
+    return exact or substring_route(name, models)
+
+
+def substring_route(name: str, models: list[dict[str, Any]]) -> list[str]:
+    """Keys of the models whose longest route match contained in ``name`` (any case) is longest."""
     lowered = name.lower()
     best, winners = 0, []
     for model in models:
@@ -246,7 +241,7 @@ def _route_problems(models: list[dict[str, Any]]) -> list[str]:
             if not isinstance(name, str):
                 continue
             # Clients often change the case of a name; its substring route must still be this model.
-            winners = route_for(name.lower(), models)
+            winners = substring_route(name, models)
             if len(winners) > 1:
                 problems.append(
                     f"Served name '{name}' of model '{model['key']}' is matched equally well by the route "

@@ -1,0 +1,37 @@
+"""Fixtures for tests that run the real ansible-playbook and Molecule."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HARNESS = ROOT / "tests" / "harness"
+
+
+@pytest.fixture(scope="session")
+def tool_env() -> dict[str, str]:
+    """The environment with this interpreter's tools (ansible-playbook, molecule) first on PATH."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["ANSIBLE_NOCOLOR"] = "1"
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["PY_COLORS"] = "0"
+    return env
+
+
+@pytest.fixture(scope="session")
+def podman_env(tool_env: dict[str, str]) -> dict[str, str]:
+    """tool_env plus the podman settings and the systemd test-host image (built once, cached)."""
+    env = dict(tool_env)
+    env.setdefault("CONTAINERS_CONF", str(HARNESS / "containers.conf"))
+    env.setdefault("CONTAINERS_STORAGE_CONF", str(HARNESS / "storage.conf"))
+    if "TESTHOST_IMAGE" not in env:
+        built = subprocess.run([str(HARNESS / "build-image.sh")], env=env, capture_output=True, text=True, check=False)
+        assert built.returncode == 0, built.stderr[-4000:]
+        env["TESTHOST_IMAGE"] = built.stdout.strip()
+    return env

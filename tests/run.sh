@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The project's test command (`make test`), also what CI runs. On a fresh Debian 12 machine it
+# installs the system packages and the pinned tools, lints, builds the systemd test-host image
+# and runs pytest (unit tests, real ansible-playbook runs, Molecule scenarios).
+#   tests/run.sh         everything
+#   tests/run.sh lint    system packages, tools and lint only
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$PWD"
+only="${1:-all}"
+
+stage_started=0
+stage() {
+  stage_done
+  stage_name="$1"
+  stage_started=$(date +%s)
+  printf '\n==> %s\n' "$stage_name"
+}
+stage_done() {
+  if [ "$stage_started" -ne 0 ]; then
+    printf '==> %s: %ss\n' "$stage_name" "$(($(date +%s) - stage_started))"
+    timings+=("$(printf '%-28s %5ss' "$stage_name" "$(($(date +%s) - stage_started))")")
+  fi
+}
+timings=()
+total_started=$(date +%s)
+
+stage "system packages"
+missing=()
+for cmd in podman runc debootstrap; do
+  command -v "$cmd" >/dev/null || missing+=("$cmd")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    podman runc debootstrap uidmap slirp4netns fuse-overlayfs catatonit >/dev/null
+fi
+podman --version
+
+stage "python tools (.venv)"
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  rm -rf .venv
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade 'pip>=25.1'
+  .venv/bin/pip install -q --group test
+  touch "$stamp"
+fi
+export PATH="$root/.venv/bin:$PATH"
+ansible --version | head -1
+
+stage "lint"
+yamllint --strict .
+ansible-lint --offline -q
+ruff check .
+ruff format --check .
+python tools/role_docs.py --check
+
+if [ "$only" = all ]; then
+  stage "test-host image"
+  export CONTAINERS_CONF="$root/tests/harness/containers.conf"
+  export CONTAINERS_STORAGE_CONF="$root/tests/harness/storage.conf"
+  TESTHOST_IMAGE="$(tests/harness/build-image.sh)"
+  export TESTHOST_IMAGE
+  echo "$TESTHOST_IMAGE"
+
+  stage "pytest"
+  pytest --durations=0
+fi
+
+stage_done
+printf '\nStage durations:\n'
+printf '  %s\n' "${timings[@]}"
+printf '  %-28s %5ss\n' total "$(($(date +%s) - total_started))"
