@@ -32,20 +32,13 @@ for cmd in podman runc debootstrap; do
 done
 if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    podman runc debootstrap uidmap slirp4netns fuse-overlayfs catatonit >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    podman runc debootstrap uidmap slirp4netns fuse-overlayfs >/dev/null
 fi
 podman --version
 
 stage "python tools (.venv)"
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
-if [ ! -f "$stamp" ]; then
-  rm -rf .venv
-  python3 -m venv .venv
-  .venv/bin/pip install -q --upgrade 'pip>=25.1'
-  .venv/bin/pip install -q --group test
-  touch "$stamp"
-fi
+tools/venv.sh
 export PATH="$root/.venv/bin:$PATH"
 ansible --version | head -1
 

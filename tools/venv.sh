@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Creates .venv with the pinned controller and test tools from pyproject.toml; reinstalls only
+# when pyproject.toml changes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  rm -rf .venv
+  python3 -m venv .venv
+  .venv/bin/pip install -q --upgrade 'pip>=25.1'
+  .venv/bin/pip install -q --group test
+  touch "$stamp"
+fi
