@@ -26,14 +26,19 @@ timings=()
 total_started=$(date +%s)
 
 stage "system packages"
+# podman, runc, debootstrap: the systemd test hosts. nginx and the Lua packages: the router's
+# integration tests run the real nginx + Lua on this machine. luajit2, busted, luacheck: Lua tests.
+packages=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs
+  nginx-light libnginx-mod-http-ndk libnginx-mod-http-lua lua-cjson lua-resty-core lua-resty-lrucache
+  luajit2 lua-busted lua-check)
 missing=()
-for cmd in podman runc debootstrap; do
-  command -v "$cmd" >/dev/null || missing+=("$cmd")
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f '${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-    podman runc debootstrap uidmap slirp4netns fuse-overlayfs >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 podman --version
 
@@ -47,6 +52,7 @@ yamllint --strict .
 ansible-lint --offline -q
 ruff check .
 ruff format --check .
+luacheck -q roles/router/files/lua tests/lua
 python tools/role_docs.py --check
 
 if [ "$only" = all ]; then

@@ -1,0 +1,244 @@
+-- The nginx glue of the model router: each function is one nginx phase or location.
+-- Routing decisions live in the pure modules (model_field, routes); this file only reads the
+-- request, asks them, and answers or hands over to proxy_pass.
+local cjson = require "cjson.safe"
+local model_field = require "llm_router.model_field"
+local routes = require "llm_router.routes"
+local openai_error = require "llm_router.openai_error"
+local json_list = require "llm_router.json_list"
+local health = require "llm_router.health"
+local metrics = require "llm_router.metrics"
+
+local ngx = ngx
+local io_open = io.open
+local concat = table.concat
+local ipairs = ipairs
+local pairs = pairs
+local error = error
+local tostring = tostring
+local tonumber = tonumber
+local sub = string.sub
+local match = string.match
+
+local _M = {}
+
+local config       -- config.json, read once in the master
+local router       -- routes.new(config.models)
+local by_key = {}  -- model key -> model entry of config.json
+local api_keys     -- set of accepted keys, or nil when the check is off
+
+local function read_file(path)
+    local file, err = io_open(path, "rb")
+    if not file then
+        return nil, err
+    end
+    local data = file:read("*a")
+    file:close()
+    return data
+end
+
+local function load_api_keys(path)
+    local text, err = read_file(path)
+    if not text then
+        return nil, err
+    end
+    local keys, count = {}, 0
+    for line in text:gmatch("[^\r\n]+") do
+        local key = match(line, "^%s*(.-)%s*$")
+        if key ~= "" and sub(key, 1, 1) ~= "#" then
+            keys[key] = true
+            count = count + 1
+        end
+    end
+    if count == 0 then
+        return nil, path .. " holds no key"
+    end
+    return keys
+end
+
+-- init_by_lua: a broken configuration must stop nginx from starting, hence error().
+function _M.init(config_path)
+    local text, err = read_file(config_path)
+    if not text then
+        error("llm_router: cannot read " .. config_path .. ": " .. tostring(err))
+    end
+    config, err = cjson.decode(text)
+    if not config then
+        error("llm_router: " .. config_path .. " is not JSON: " .. tostring(err))
+    end
+    router = routes.new(config.models)
+    for _, model in ipairs(config.models) do
+        by_key[model.key] = model
+    end
+    if config.api_keys_file and config.api_keys_file ~= cjson.null then
+        api_keys, err = load_api_keys(config.api_keys_file)
+        if not api_keys then
+            error("llm_router: API keys: " .. tostring(err))
+        end
+    end
+    health.configure(config)
+end
+
+function _M.init_worker()
+    health.start()
+end
+
+local function reply(status, body, headers)
+    ngx.status = status
+    ngx.header["Content-Type"] = "application/json"
+    if headers then
+        for name, value in pairs(headers) do
+            ngx.header[name] = value
+        end
+    end
+    ngx.print(body)
+    return ngx.exit(status)
+end
+
+local function fail(status, message, param, code, headers)
+    return reply(status, openai_error.body(status, message, param, code), headers)
+end
+
+local function unavailable(model)
+    ngx.var.llm_model = model.key
+    return fail(503, "The backend for model '" .. model.key .. "' is not ready yet; retry later.",
+        nil, "backend_not_ready", { ["Retry-After"] = tostring(config.retry_after) })
+end
+
+local function check_api_key()
+    if not api_keys then
+        return true
+    end
+    local header = ngx.var.http_authorization
+    local token = header and match(header, "^%s*[Bb]earer%s+(%S+)%s*$")
+    if token and api_keys[token] then
+        return true
+    end
+    fail(401, "Missing or invalid API key: send 'Authorization: Bearer <key>'.", nil, "invalid_api_key")
+    return false
+end
+
+local function request_body()
+    ngx.req.read_body()
+    local body = ngx.req.get_body_data()
+    if body then
+        return body
+    end
+    -- Over client_body_buffer_size, nginx keeps the body in a temporary file only.
+    local path = ngx.req.get_body_file()
+    if not path then
+        return ""
+    end
+    return read_file(path)
+end
+
+local not_json_messages = {
+    not_json = "The request body is not valid JSON.",
+    not_object = "The request body must be a JSON object.",
+    missing = "The request body has no 'model' field.",
+    not_string = "The 'model' field must be a string.",
+}
+
+-- access_by_lua for POST /v1/*: pick the backend or answer the error.
+function _M.access()
+    if ngx.req.get_method() ~= "POST" then
+        return fail(405, "Use POST for " .. ngx.var.uri .. ".", nil, "method_not_allowed", { Allow = "POST" })
+    end
+    if not check_api_key() then
+        return
+    end
+    local body, err = request_body()
+    if not body then
+        ngx.log(ngx.ERR, "cannot read the spilled request body: ", err)
+        return fail(500, "The router could not read the request body.", nil, "internal_error")
+    end
+    local name, reason = model_field.find(body)
+    if not name then
+        return fail(400, not_json_messages[reason] or not_json_messages.not_json, "model", reason)
+    end
+    local model = router:select(name)
+    if not model then
+        ngx.var.llm_model = "-"
+        return fail(404, "The model '" .. name .. "' does not exist here. Available models: "
+            .. concat(router:names(), ", ") .. ".", "model", "model_not_found")
+    end
+    ngx.var.llm_model = model.key
+    if not health.is_ready(model.key) then
+        return unavailable(model)
+    end
+    ngx.var.llm_upstream = model.upstream
+end
+
+-- error_page 502 504 of /v1/: the backend refused or dropped the connection before answering.
+function _M.backend_down()
+    local key = ngx.var.llm_model
+    local model = by_key[key]
+    if not model then
+        return fail(502, "The backend failed.", nil, "bad_gateway")
+    end
+    health.mark_down(key, "proxy: " .. tostring(ngx.var.upstream_status))
+    return unavailable(model)
+end
+
+function _M.too_large()
+    return fail(413, "The request body is larger than the router accepts (" .. ngx.var.llm_max_body .. ").",
+        nil, "request_too_large")
+end
+
+function _M.not_found()
+    return fail(404, "Unknown path " .. ngx.var.uri .. "; the API lives under /v1/.", nil, "not_found")
+end
+
+-- GET /v1/models: the ready backends' own lists, merged without re-encoding.
+function _M.models()
+    if ngx.req.get_method() ~= "GET" then
+        return fail(405, "Use GET for /v1/models.", nil, "method_not_allowed", { Allow = "GET" })
+    end
+    if not check_api_key() then
+        return
+    end
+    local bodies = {}
+    for _, model in ipairs(config.models) do
+        if health.is_ready(model.key) then
+            bodies[#bodies + 1] = health.models_body(model.key)
+        end
+    end
+    if #bodies == 0 then
+        return fail(503, "No backend is ready yet; retry later.", nil, "backend_not_ready",
+            { ["Retry-After"] = tostring(config.retry_after) })
+    end
+    local merged, skipped = json_list.models_body(bodies)
+    if skipped and #skipped > 0 then
+        ngx.log(ngx.WARN, "skipped ", #skipped, " unreadable /v1/models answer(s)")
+    end
+    return reply(200, merged)
+end
+
+-- GET /health: 200 when every backend of the profile is ready, else 503; lists each state.
+function _M.health()
+    local parts, all_ready = {}, true
+    for _, model in ipairs(config.models) do
+        local state = health.state(model.key)
+        all_ready = all_ready and state == "ready"
+        parts[#parts + 1] = '"' .. model.key .. '":"' .. state .. '"'
+    end
+    local status = all_ready and 200 or 503
+    return reply(status, '{"status":"' .. (all_ready and "ready" or "not_ready") .. '","models":{'
+        .. concat(parts, ",") .. "}}\n")
+end
+
+function _M.metrics()
+    ngx.header["Content-Type"] = "text/plain; version=0.0.4"
+    ngx.print(metrics.render(config.models, health))
+end
+
+-- log_by_lua of /v1/: count the request (cheap shared-dict increments).
+function _M.log()
+    local key = ngx.var.llm_model
+    if key == nil or key == "" then
+        key = "-"
+    end
+    metrics.observe(key, ngx.status, tonumber(ngx.var.upstream_response_time))
+end
+
+return _M

@@ -1,0 +1,72 @@
+-- Prometheus counters in the llm_metrics shared dict: requests by model and status, and an
+-- upstream latency histogram by model. Rendering walks the dict; it is only read by scrapers.
+local ngx = ngx
+local shared = ngx.shared.llm_metrics
+local ipairs = ipairs
+local pairs = pairs
+local concat = table.concat
+local sort = table.sort
+local format = string.format
+local tostring = tostring
+local match = string.match
+
+local _M = {}
+
+-- Seconds; LLM requests range from a tokenize call to minutes of generation.
+local buckets = { 0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300 }
+
+function _M.observe(model, status, upstream_seconds)
+    shared:incr("req\t" .. model .. "\t" .. status, 1, 0)
+    if upstream_seconds then
+        for _, le in ipairs(buckets) do
+            if upstream_seconds <= le then
+                shared:incr("lat\t" .. model .. "\t" .. le, 1, 0)
+            end
+        end
+        shared:incr("lat\t" .. model .. "\t+Inf", 1, 0)
+        shared:incr("latsum\t" .. model, upstream_seconds, 0)
+    end
+end
+
+function _M.render(models, health)
+    local lines = {
+        "# HELP llm_router_requests_total Requests answered, by model and status.",
+        "# TYPE llm_router_requests_total counter",
+    }
+    local keys = shared:get_keys(0)
+    sort(keys)
+    local latency, sums = {}, {}
+    for _, key in ipairs(keys) do
+        local kind, model, label = match(key, "^(%a+)\t([^\t]*)\t?(.*)$")
+        local value = shared:get(key)
+        if kind == "req" then
+            lines[#lines + 1] = format('llm_router_requests_total{model="%s",status="%s"} %d', model, label, value)
+        elseif kind == "lat" then
+            latency[model] = latency[model] or {}
+            latency[model][label] = value
+        elseif kind == "latsum" then
+            sums[model] = value
+        end
+    end
+    lines[#lines + 1] = "# HELP llm_router_upstream_seconds Time to the backend's full answer."
+    lines[#lines + 1] = "# TYPE llm_router_upstream_seconds histogram"
+    for model, counts in pairs(latency) do
+        for _, le in ipairs(buckets) do
+            lines[#lines + 1] = format('llm_router_upstream_seconds_bucket{model="%s",le="%s"} %d',
+                model, tostring(le), counts[tostring(le)] or 0)
+        end
+        local total = counts["+Inf"] or 0
+        lines[#lines + 1] = format('llm_router_upstream_seconds_bucket{model="%s",le="+Inf"} %d', model, total)
+        lines[#lines + 1] = format('llm_router_upstream_seconds_sum{model="%s"} %.6f', model, sums[model] or 0)
+        lines[#lines + 1] = format('llm_router_upstream_seconds_count{model="%s"} %d', model, total)
+    end
+    lines[#lines + 1] = "# HELP llm_router_backend_ready 1 when the backend answers /health, else 0."
+    lines[#lines + 1] = "# TYPE llm_router_backend_ready gauge"
+    for _, model in ipairs(models) do
+        lines[#lines + 1] = format('llm_router_backend_ready{model="%s"} %d', model.key,
+            health.is_ready(model.key) and 1 or 0)
+    end
+    return concat(lines, "\n") .. "\n"
+end
+
+return _M

@@ -1,0 +1,38 @@
+-- Reads the top-level "model" of an OpenAI-style request body without decoding the body: the
+-- router needs only that one string to pick an upstream, while the rest of the body (often
+-- megabytes of base64 images) is passed through untouched.
+--
+-- find(body) returns the model name, or nil and one of:
+--   "not_json"   empty, malformed or truncated body
+--   "not_object" valid JSON whose top level is not an object
+--   "missing"    no top-level "model" member
+--   "not_string" the (last) "model" member is not a string
+-- A repeated "model" key yields the last value, as lua-cjson and Python's json do, so the
+-- router and the upstream agree on the name; this means the whole body is always scanned.
+local byte = string.byte
+local scan = require("llm_router.json_scan")
+
+local _M = {}
+
+local B_QUOTE = byte('"')
+
+-- body may be nil (ngx.req.get_body_data() gives nil for an empty body).
+function _M.find(body)
+  if body == nil then
+    return nil, "not_json"
+  end
+  local first, err = scan.member(body, "model")
+  if not first then
+    return nil, err
+  end
+  if byte(body, first) ~= B_QUOTE then
+    return nil, "not_string"
+  end
+  local model = scan.decode_string(body, first)
+  if not model then
+    return nil, "not_json"
+  end
+  return model
+end
+
+return _M

@@ -1,0 +1,110 @@
+"""Start the real nginx + Lua router, from the router role's rendered configuration."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+NGINX = "/usr/sbin/nginx"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+@dataclass
+class Router:
+    port: int
+    root: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def access_log(self) -> list[dict[str, Any]]:
+        path = self.root / "log" / "access.log"
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def error_log(self) -> str:
+        return (self.root / "log" / "error.log").read_text()
+
+
+def router_root(name: str) -> Path:
+    """A directory nginx's unprivileged workers can traverse (pytest's own tmp dirs are 0700)."""
+    root = Path(tempfile.mkdtemp(prefix=f"llm-{name}-", dir="/var/tmp"))
+    root.chmod(0o755)
+    return root
+
+
+def render(root: Path, variables: dict[str, Any], env: dict[str, str]) -> None:
+    extra = root / "vars.json"
+    extra.write_text(json.dumps(variables))
+    result = subprocess.run(
+        [
+            "ansible-playbook",
+            "-i",
+            "localhost,",
+            str(ROOT / "tests" / "integration" / "render_router.yml"),
+            "-e",
+            f"@{extra}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+
+
+@contextmanager
+def running_router(root: Path, env: dict[str, str], models: list[dict[str, Any]], **overrides: Any) -> Iterator[Router]:
+    port = free_port()
+    variables = {
+        "ansible_python_interpreter": sys.executable,
+        "router_flavor": "nginx-lua",
+        "router_manage_service": False,
+        "router_models": models,
+        "router_listen": f"127.0.0.1:{port}",
+        "router_config_dir": str(root / "etc"),
+        "router_lua_dir": str(root / "lua"),
+        "router_log_dir": str(root / "log"),
+        "router_run_dir": str(root / "run"),
+        "router_temp_dir": str(root / "tmp"),
+        "router_health_interval": 0.2,
+        "router_worker_processes": "2",
+        **overrides,
+    }
+    render(root, variables, env)
+    process = subprocess.Popen([NGINX, "-c", str(root / "etc" / "nginx.conf")], stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(port)
+        yield Router(port=port, root=root)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
