@@ -45,7 +45,8 @@ podman --version
 stage "python tools (.venv)"
 tools/venv.sh
 export PATH="$root/.venv/bin:$PATH"
-ansible --version | head -1
+ansible_version="$(ansible --version)"
+echo "${ansible_version%%$'\n'*}"
 
 stage "lint"
 yamllint --strict .
