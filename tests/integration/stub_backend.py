@@ -7,6 +7,7 @@ each small SSE write through any proxy.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import socket
@@ -23,6 +24,7 @@ class StubBackend:
         self.ready = True
         self.requests: list[dict[str, Any]] = []
         self.aborted_streams = 0
+        self._connections: set[socket.socket] = set()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
@@ -34,8 +36,12 @@ class StubBackend:
         return self
 
     def stop(self) -> None:
+        """Stop listening and drop every open connection, as a killed process would."""
         self._server.shutdown()
         self._server.server_close()
+        for connection in list(self._connections):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     def restart(self) -> None:
         """Listen again on the same port after stop()."""
@@ -53,6 +59,11 @@ class StubBackend:
             def setup(self) -> None:
                 super().setup()
                 self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                backend._connections.add(self.connection)
+
+            def finish(self) -> None:
+                backend._connections.discard(self.connection)
+                super().finish()
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -132,6 +132,17 @@ def test_body_is_forwarded_byte_for_byte(router):
     assert seen["sha256"] == hashlib.sha256(body).hexdigest()
 
 
+def test_route_match_gets_the_served_name_and_the_rest_stays_byte_for_byte(router):
+    # vLLM rejects names it does not serve: "my-QWEN" must reach it as "tiny-qwen3".
+    body = b'{"stream":false, "model" : "my-QWEN" ,"messages":[{"content":"\\u00e9 / \\/"}]}'
+    expected = b'{"stream":false, "model" : "tiny-qwen3" ,"messages":[{"content":"\\u00e9 / \\/"}]}'
+    status, _, data = call(router, "POST", "/v1/chat/completions", body)
+    seen = json.loads(data)
+    assert status == 200
+    assert seen["backend"] == "tiny-qwen"
+    assert seen["sha256"] == hashlib.sha256(expected).hexdigest()
+
+
 def test_large_body_spilled_to_a_file_is_routed(router):
     # 20 MB of base64-like payload before `model`: over client_body_buffer_size, so nginx keeps it
     # in a temporary file and the router must read it from there.

@@ -5,8 +5,13 @@ local model_field = require("llm_router.model_field")
 
 local find = model_field.find
 
+-- The model alone on success (its span is checked separately), else nil and the reason.
 local function result(body)
-  return { find(body) }
+  local model, reason = find(body)
+  if model then
+    return { model }
+  end
+  return { nil, reason }
 end
 
 -- A chat request whose messages carry an image of about `size` bytes of base64.
@@ -54,6 +59,14 @@ describe("model_field.find", function()
     assert.same({ "qwen" }, result('{"model":"qwen"}'))
     assert.same({ "" }, result('{"model":""}'))
     assert.same({ "Qwen/Qwen2.5-72B" }, result('{"stream":true,"model":"Qwen/Qwen2.5-72B","n":1}'))
+  end)
+
+  it("returns the span of the model's JSON string", function()
+    local body = '{"stream":true, "model" : "Qwen\\/x" ,"n":1}'
+    local model, first, last = find(body)
+    assert.equal("Qwen/x", model)
+    assert.equal('"Qwen\\/x"', body:sub(first, last))
+    assert.equal('{"stream":true, "model" : "tiny" ,"n":1}', body:sub(1, first - 1) .. '"tiny"' .. body:sub(last + 1))
   end)
 
   it("finds the model after a multi-MB messages value", function()

@@ -38,6 +38,12 @@ describe("routes", function()
     assert.equal(QWEN_CODER, r:select("Coder-X"))
   end)
 
+  it("tells an exact served name from a route match", function()
+    assert.same({ QWEN, true }, { router:select("qwen") })
+    assert.same({ QWEN, false }, { router:select("my-QWEN-alias") })
+    assert.same({}, { router:select("mistral") })
+  end)
+
   it("matches substrings case-insensitively", function()
     assert.equal(LLAMA, router:select("LLaMA-3-8B"))
     assert.equal(QWEN, router:select("my-QWEN-alias"))

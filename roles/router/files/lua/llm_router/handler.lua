@@ -152,11 +152,11 @@ function _M.access()
         ngx.log(ngx.ERR, "cannot read the spilled request body: ", err)
         return fail(500, "The router could not read the request body.", nil, "internal_error")
     end
-    local name, reason = model_field.find(body)
+    local name, first, last = model_field.find(body)
     if not name then
-        return fail(400, not_json_messages[reason] or not_json_messages.not_json, "model", reason)
+        return fail(400, not_json_messages[first] or not_json_messages.not_json, "model", first)
     end
-    local model = router:select(name)
+    local model, exact = router:select(name)
     if not model then
         ngx.var.llm_model = "-"
         return fail(404, "The model '" .. name .. "' does not exist here. Available models: "
@@ -167,6 +167,11 @@ function _M.access()
         return unavailable(model)
     end
     ngx.var.llm_upstream = model.upstream
+    -- vLLM answers 404 to any name it does not serve: a name picked by a route match is
+    -- replaced by the model's served name, in place; the rest of the body stays byte for byte.
+    if not exact and config.rewrite_model then
+        ngx.req.set_body_data(sub(body, 1, first - 1) .. model.served_name_json .. sub(body, last + 1))
+    end
 end
 
 -- error_page 502 504 of /v1/: the backend refused or dropped the connection before answering.

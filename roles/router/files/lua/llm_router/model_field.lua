@@ -2,7 +2,8 @@
 -- router needs only that one string to pick an upstream, while the rest of the body (often
 -- megabytes of base64 images) is passed through untouched.
 --
--- find(body) returns the model name, or nil and one of:
+-- find(body) returns the model name and the span (first and last byte) of its JSON string in
+-- the body, or nil and one of:
 --   "not_json"   empty, malformed or truncated body
 --   "not_object" valid JSON whose top level is not an object
 --   "missing"    no top-level "model" member
@@ -21,9 +22,9 @@ function _M.find(body)
   if body == nil then
     return nil, "not_json"
   end
-  local first, err = scan.member(body, "model")
+  local first, last = scan.member(body, "model")
   if not first then
-    return nil, err
+    return nil, last
   end
   if byte(body, first) ~= B_QUOTE then
     return nil, "not_string"
@@ -32,7 +33,7 @@ function _M.find(body)
   if not model then
     return nil, "not_json"
   end
-  return model
+  return model, first, last
 end
 
 return _M

@@ -65,17 +65,18 @@ function _M.new(models)
   return setmetatable({ exact = exact, names_ = names, matches = matches }, mt)
 end
 
--- name: the request's model string. Returns the model table, or nil when nothing matches.
+-- name: the request's model string. Returns the model table and whether the name was one of
+-- its served names (true) or a route match (false), or nil when nothing matches.
 function _M.select(self, name)
   local model = self.exact[name]
   if model then
-    return model
+    return model, true
   end
   name = lower(name)
   local matches = self.matches
   for i = 1, #matches do
     if find(name, matches[i].needle, 1, true) then
-      return matches[i].model
+      return matches[i].model, false
     end
   end
   return nil
