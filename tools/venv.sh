@@ -7,7 +7,9 @@ stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   rm -rf .venv
   python3 -m venv .venv
-  .venv/bin/pip install -q --upgrade 'pip>=25.1'
-  .venv/bin/pip install -q --group test
+  # This machine's pip configuration names find-links folders that may not exist; pip warns
+  # once per package about them, which is noise.
+  .venv/bin/pip install -q --upgrade 'pip>=25.1' 2> >(grep -v 'is ignored: it is neither' >&2)
+  .venv/bin/pip install -q --group test 2> >(grep -v 'is ignored: it is neither' >&2)
   touch "$stamp"
 fi
