@@ -358,6 +358,8 @@ def test_access_log_is_json_with_model_upstream_and_stream(router, backends):
         {"model": "tiny-qwen3", "stream": True, "events": 1, "gap": 0},
         headers={"X-Request-Id": "log-stream"},
     )
+    # The log is buffered and flushed every second.
+    wait_until(lambda: {"log-plain", "log-stream"} <= {e["request_id"] for e in router.access_log()})
     entries = {e["request_id"]: e for e in router.access_log()}
     plain, stream = entries["log-plain"], entries["log-stream"]
     assert plain["model"] == "tiny-nemotron"

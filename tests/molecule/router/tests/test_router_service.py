@@ -112,5 +112,13 @@ def test_ready_backend_is_routed_through_the_service(host: testinfra.host.Host, 
     status, _, body = curl(host, "/v1/models")
     assert status == 200
     assert [m["id"] for m in json.loads(body)["data"]] == ["tiny-qwen3"]
-    entries = [json.loads(line) for line in host.file("/var/log/llm-router/access.log").content_string.splitlines()]
-    assert any(e["model"] == "tiny-qwen" and e["status"] == 200 and e["upstream"] == "127.0.0.1:8011" for e in entries)
+
+    def routed_request_logged() -> bool:
+        log = host.file("/var/log/llm-router/access.log").content_string
+        entries = [json.loads(line) for line in log.splitlines()]
+        return any(
+            e["model"] == "tiny-qwen" and e["status"] == 200 and e["upstream"] == "127.0.0.1:8011" for e in entries
+        )
+
+    # The access log is buffered and flushed every second.
+    wait_for(routed_request_logged, timeout=5)
