@@ -39,7 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
-from router_fixture import free_port, router_root, running_router, wait_for_port  # noqa: E402
+from router_fixture import free_port, router_root, running_router, tool_environment, wait_for_port  # noqa: E402
 
 NGINX = "/usr/sbin/nginx"
 LUA_MODULES = (
@@ -384,16 +384,6 @@ def cpu_seconds(pids: list[int]) -> float:
         if fields := _stat_fields(pid):
             total += int(fields[11]) + int(fields[12])  # utime, stime: all threads of the process
     return total / CLOCK_TICKS
-
-
-def tool_env() -> dict[str, str]:
-    """As tests/integration/conftest.py: this interpreter's tools (ansible-playbook) first on PATH."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["ANSIBLE_NOCOLOR"] = "1"
-    env["ANSIBLE_FORCE_COLOR"] = "0"
-    env["PY_COLORS"] = "0"
-    return env
 
 
 def ensure_venv(venv: Path, requirement: str, executable: str) -> Path:
@@ -861,7 +851,7 @@ def main() -> int:
         router_dir = router_root("bench-router")
         stack.callback(shutil.rmtree, router_dir, True)  # also when rendering fails
         overrides = {"router_worker_processes": str(args.workers), "router_health_interval": 1}
-        started_router = stack.enter_context(running_router(router_dir, tool_env(), models, **overrides))
+        started_router = stack.enter_context(running_router(router_dir, tool_environment(), models, **overrides))
         router = Target("router", started_router.port, pid=int((router_dir / "run" / "nginx.pid").read_text()))
         wait_until(lambda: http_get(router.url + "/health")[0] == 200, 30, "router /health")
         if not chat_works(router):

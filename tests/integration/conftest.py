@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from router_fixture import tool_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = ROOT / "tests" / "harness"
@@ -15,13 +14,7 @@ HARNESS = ROOT / "tests" / "harness"
 
 @pytest.fixture(scope="session")
 def tool_env() -> dict[str, str]:
-    """The environment with this interpreter's tools (ansible-playbook, molecule) first on PATH."""
-    env = dict(os.environ)
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["ANSIBLE_NOCOLOR"] = "1"
-    env["ANSIBLE_FORCE_COLOR"] = "0"
-    env["PY_COLORS"] = "0"
-    return env
+    return tool_environment()
 
 
 @pytest.fixture(scope="session")
