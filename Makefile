@@ -1,12 +1,17 @@
-.PHONY: deploy test lint docs
+.PHONY: deploy test lint docs tiny-models
 
 PROFILE ?=
 
 # Installs the pinned Ansible into .venv and deploys the profile on the hosts of the default
 # inventory (this machine): make deploy PROFILE=multi
-deploy:
-	tools/venv.sh
+deploy: tiny-models
 	.venv/bin/ansible-playbook site.yml -e profile=$(PROFILE)
+
+# The cpu-demo profile's two tiny random models (byte-identical on every run, under a second).
+tiny-models:
+	tools/venv.sh
+	.venv/bin/python tools/make_tiny_model.py .cache/tiny-models/tiny-qwen3 --name tiny-qwen3
+	.venv/bin/python tools/make_tiny_model.py .cache/tiny-models/tiny-nemotron --name tiny-nemotron
 
 # Installs what the tests need on a fresh Debian machine, lints, and runs every test.
 test:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,24 @@ from router_fixture import tool_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 HARNESS = ROOT / "tests" / "harness"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tiny_models() -> None:
+    """The cpu-demo models where the catalog expects them (`make tiny-models`): preflight checks
+    that every `local` source exists."""
+    for name in ("tiny-qwen3", "tiny-nemotron"):
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "tools" / "make_tiny_model.py"),
+                str(ROOT / ".cache" / "tiny-models" / name),
+                "--name",
+                name,
+            ],
+            check=True,
+            capture_output=True,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -146,3 +146,25 @@ def test_valid_profile_passes_preflight(tool_env):
     assert result.returncode == 0, result.stdout
     assert "failed=0" in result.stdout
     assert "changed=0" in result.stdout
+
+
+def test_weights_source_this_version_cannot_fetch(tool_env):
+    assert_refused(
+        site(tool_env, "-e", "profile=cpu-demo", *overrides({"tiny-qwen": {"source": "hf"}})),
+        "tiny-qwen use source 'hf', which this version cannot fetch yet",
+    )
+
+
+def test_local_weights_directory_missing_on_the_control_node(tool_env):
+    assert_refused(
+        site(tool_env, "-e", "profile=cpu-demo", *overrides({"tiny-nemotron": {"local_path": "/nonexistent/tiny"}})),
+        "Model tiny-nemotron: the directory /nonexistent/tiny does not exist on the control node",
+        "make tiny-models",
+    )
+
+
+def test_url_source_without_checksum(tool_env):
+    assert_refused(
+        site(tool_env, "-e", "profile=cpu-demo", *overrides({"tiny-qwen": {"source": "url", "url": "http://x/a.tgz"}})),
+        "Model tiny-qwen (source url) needs url and sha256 (64 hex digits)",
+    )
