@@ -10,18 +10,29 @@ from ansible.module_utils.basic import AnsibleModule
 
 DOCUMENTATION = r"""
 module: weights_manifest
-short_description: Check or write the completeness manifest of a model directory
+short_description: Check or write the completeness manifests of model directories
 description:
-  - C(state=check) compares the manifest in I(path) with I(identity) and the recorded file sizes
-    with the files on disk, by stat alone (tens of GB are never re-hashed). Changes nothing.
-  - C(state=present) records every file below I(path) with its size, after a fetch completed.
+  - Each model lives in I(dir)/<repo>. Its identity is what the directory must hold - the source and
+    repo, plus the revision (hf) or the archive's url and sha256 (url).
+  - C(state=check) compares each manifest with the model's identity and the recorded file sizes with
+    the files on disk, by stat alone (tens of GB are never re-hashed), for all models in one call.
+    Returns C(incomplete) (model keys) and C(reasons). Changes nothing.
+  - C(state=present) records every file of each model's directory with its size, after a fetch completed.
 options:
-  path: {description: Model directory., type: path, required: true}
-  identity: {description: What the directory must hold (source, repo, revision, url...)., type: dict, required: true}
+  dir: {description: Directory the models live under., type: path, required: true}
+  models: {description: Resolved catalog models (key, repo, source, revision, url, sha256)., type: list, required: true}
   state: {description: check or present., type: str, choices: [check, present], default: check}
 """
 
 MANIFEST = ".llm-serving-manifest.json"
+IDENTITY_KEYS = {"hf": ("revision",), "local": (), "url": ("url", "sha256")}
+
+
+def identity(model: dict) -> dict:
+    source = model["source"]
+    found = {"source": source, "repo": model["repo"]}
+    found.update({key: model.get(key, "") for key in IDENTITY_KEYS[source]})
+    return found
 
 
 def files_below(path: Path) -> dict[str, int]:
@@ -51,36 +62,52 @@ def check(path: Path, identity: dict) -> tuple[bool, str, list[str]]:
     return True, "complete", []
 
 
-def main() -> None:
-    module = AnsibleModule(
-        argument_spec={
-            "path": {"type": "path", "required": True},
-            "identity": {"type": "dict", "required": True},
-            "state": {"type": "str", "choices": ["check", "present"], "default": "check"},
-        },
-        supports_check_mode=True,
-    )
-    path, identity = Path(module.params["path"]), module.params["identity"]
-    if module.params["state"] == "check":
-        complete, reason, missing = check(path, identity)
-        module.exit_json(changed=False, complete=complete, reason=reason, missing=missing)
-
+def write(path: Path, wanted_identity: dict, check_mode: bool) -> bool:
     files = files_below(path)
     if not files:
-        module.fail_json(msg=f"{path} holds no files; refusing to mark it complete")
-    wanted = json.dumps({"identity": identity, "files": files}, indent=2, sort_keys=True) + "\n"
+        raise ValueError(f"{path} holds no files; refusing to mark it complete")
+    wanted = json.dumps({"identity": wanted_identity, "files": files}, indent=2, sort_keys=True) + "\n"
     manifest_path = path / MANIFEST
     try:
         current = manifest_path.read_text()
     except OSError:
         current = None
-    changed = current != wanted
-    if changed and not module.check_mode:
+    if current == wanted:
+        return False
+    if not check_mode:
         temporary = path / (MANIFEST + ".incomplete")
         temporary.write_text(wanted)
         temporary.chmod(0o644)
         temporary.replace(manifest_path)
-    module.exit_json(changed=changed, files=len(files), bytes=sum(files.values()))
+    return True
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "dir": {"type": "path", "required": True},
+            "models": {"type": "list", "elements": "dict", "required": True},
+            "state": {"type": "str", "choices": ["check", "present"], "default": "check"},
+        },
+        supports_check_mode=True,
+    )
+    root, models = Path(module.params["dir"]), module.params["models"]
+    if module.params["state"] == "check":
+        incomplete, reasons = [], {}
+        for model in models:
+            complete, reason, missing = check(root / model["repo"], identity(model))
+            reasons[model["key"]] = reason if not missing else f"{reason}: {', '.join(missing[:5])}"
+            if not complete:
+                incomplete.append(model["key"])
+        module.exit_json(changed=False, incomplete=incomplete, reasons=reasons)
+
+    changed = False
+    for model in models:
+        try:
+            changed = write(root / model["repo"], identity(model), module.check_mode) or changed
+        except (OSError, ValueError) as err:
+            module.fail_json(msg=f"model {model['key']}: {err}")
+    module.exit_json(changed=changed)
 
 
 if __name__ == "__main__":
