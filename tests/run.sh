@@ -28,7 +28,9 @@ total_started=$(date +%s)
 stage "system packages"
 # podman, runc, debootstrap: the systemd test hosts. nginx and the Lua packages: the router's
 # integration tests run the real nginx + Lua on this machine. luajit2, busted, luacheck: Lua tests.
-packages=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs
+# systemd: `systemd-analyze verify` checks rendered units (the machine's PID 1 need not be systemd).
+# gpg: the nvidia scenario signs a stand-in repository key on this machine.
+packages=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs systemd gpg
   nginx-light libnginx-mod-http-ndk libnginx-mod-http-lua lua-cjson lua-resty-core lua-resty-lrucache
   luajit2 lua-busted lua-check)
 missing=()

