@@ -148,10 +148,10 @@ def test_valid_profile_passes_preflight(tool_env):
     assert "changed=0" in result.stdout
 
 
-def test_weights_source_this_version_cannot_fetch(tool_env):
+def test_hf_source_without_revision(tool_env):
     assert_refused(
-        site(tool_env, "-e", "profile=cpu-demo", *overrides({"tiny-qwen": {"source": "hf"}})),
-        "tiny-qwen use source 'hf', which this version cannot fetch yet",
+        site(tool_env, "-e", "profile=cpu-demo", *overrides({"tiny-qwen": {"source": "hf", "revision": ""}})),
+        "Model tiny-qwen (source hf) needs a revision",
     )
 
 

@@ -25,6 +25,8 @@ options:
 """
 
 MANIFEST = ".llm-serving-manifest.json"
+# huggingface_hub's local-dir bookkeeping (per-file metadata, partial downloads): not the model.
+HF_STATE = Path(".cache") / "huggingface"
 IDENTITY_KEYS = {"hf": ("revision",), "local": (), "url": ("url", "sha256")}
 
 
@@ -39,7 +41,10 @@ def files_below(path: Path) -> dict[str, int]:
     return {
         str(file.relative_to(path)): file.stat().st_size
         for file in sorted(path.rglob("*"))
-        if file.is_file() and file.name != MANIFEST and not file.name.endswith(".incomplete")
+        if file.is_file()
+        and file.name != MANIFEST
+        and not file.name.endswith(".incomplete")
+        and not file.relative_to(path).is_relative_to(HF_STATE)
     }
 
 
