@@ -160,6 +160,28 @@ def test_large_body_spilled_to_a_file_is_routed(router):
     assert seen["sha256"] == hashlib.sha256(body).hexdigest()
 
 
+def test_large_body_with_a_route_match_is_rewritten(router):
+    # A spilled body is scanned in chunks; only a route-matched name needs it whole, to rewrite it.
+    image = "A" * (5 * 1024 * 1024)
+    head = b'{"messages":[{"role":"user","content":[{"image_url":{"url":"' + image.encode() + b'"}}]}],"model":'
+    status, _, data = call(router, "POST", "/v1/chat/completions", head + b'"my-QWEN"}')
+    seen = json.loads(data)
+    assert status == 200
+    assert seen["backend"] == "tiny-qwen"
+    assert seen["sha256"] == hashlib.sha256(head + b'"tiny-qwen3"}').hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("tail", "status", "code"),
+    [(b'"model":42}', 400, "not_string"), (b'"model":"llama"}', 404, "model_not_found"), (b'"x":1', 400, "not_json")],
+)
+def test_large_body_errors_match_the_small_body_ones(router, tail, status, code):
+    body = b'{"messages":[{"content":"' + b"A" * (2 * 1024 * 1024) + b'"}],' + tail
+    answer = call(router, "POST", "/v1/chat/completions", body)
+    assert answer[0] == status
+    assert openai_error(*answer)["code"] == code
+
+
 # -- errors --------------------------------------------------------------------------------------
 
 

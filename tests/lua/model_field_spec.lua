@@ -298,3 +298,42 @@ describe("model_field.find", function()
     ))
   end)
 end)
+
+describe("model_field.find_chunked", function()
+  -- read() over s in pieces of `size` bytes, as the router reads a spilled body.
+  local function chunks(s, size)
+    local i = 1
+    return function()
+      if i > #s then
+        return nil
+      end
+      local piece = s:sub(i, i + size - 1)
+      i = i + size
+      return piece
+    end
+  end
+
+  local deep = string.rep("[", 1000) .. string.rep("]", 1000)
+  local bodies = {
+    '{"model":"a"}', ' {"messages":[{"a":"b\\"]"}],"model":"x"} ', '{"model":1}', '[1,2]',
+    '[{"model":"x"}]', '{"a":[1,2}', '{"a":"\\\\","model":"q"}', '{"a":"\\\\\\"","model":"q"}',
+    '{"model":"a"} x', '{"model":"a",}', "", "{", '{"a":{"b":[[[]]]},"model":"m\\u00e9"}',
+    '{"model":"a","model":"b"}', '{"a":tru[e],"model":"x"}', '"str"', '{"a":[', '{"a":"]"}',
+    '{"x":{"model":"in"},"model":"out"}', '{"a":[]]}', "}{", '{"a":{}}}', '{"model":"a\\\\"}',
+    '{"a":[{"b":"\\\\\\\\"}],"model":"esc"}', '{"a":["x\\"]"],"model":"y"}',
+    '{"a":' .. deep .. ',"model":"x"}', '{"a":[' .. deep .. '],"model":"x"}', deep, "[" .. deep .. "]",
+    "[" .. string.rep("[", 999) .. string.rep("]", 999) .. "]",
+    image_body(5000, ',"model":"llava"'),
+  }
+
+  it("gives find's answer for every body and chunk size", function()
+    for _, body in ipairs(bodies) do
+      local want = { model_field.find(body) }
+      want = want[1] and { want[1] } or want
+      for _, size in ipairs({ 1, 2, 3, 5, 7, 64, 65536 }) do
+        local model, reason = model_field.find_chunked(chunks(body, size))
+        assert.same(want, model and { model } or { nil, reason }, body:sub(1, 80) .. " in " .. size .. "-byte chunks")
+      end
+    end
+  end)
+end)

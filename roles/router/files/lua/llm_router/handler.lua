@@ -118,18 +118,31 @@ local function check_api_key()
     return false
 end
 
-local function request_body()
-    ngx.req.read_body()
-    local body = ngx.req.get_body_data()
-    if body then
-        return body
+-- Over client_body_buffer_size, nginx keeps the body in a temporary file only. It is scanned in
+-- 64 KB chunks: one Lua string of a 20 MB body cost ~20 ms of page faults per request.
+local CHUNK = 65536
+
+local function model_in_file(path)
+    local file, err = io_open(path, "rb")
+    if not file then
+        return nil, nil, err
     end
-    -- Over client_body_buffer_size, nginx keeps the body in a temporary file only.
-    local path = ngx.req.get_body_file()
-    if not path then
-        return ""
+    local read_err
+    local name, reason = model_field.find_chunked(function()
+        local chunk, chunk_err = file:read(CHUNK)
+        read_err = read_err or chunk_err
+        return chunk
+    end)
+    file:close()
+    if read_err then
+        return nil, nil, read_err
     end
-    return read_file(path)
+    return name, reason
+end
+
+local function unreadable_body(err)
+    ngx.log(ngx.ERR, "cannot read the spilled request body: ", err)
+    return fail(500, "The router could not read the request body.", nil, "internal_error")
 end
 
 local not_json_messages = {
@@ -147,12 +160,18 @@ function _M.access()
     if not check_api_key() then
         return
     end
-    local body, err = request_body()
-    if not body then
-        ngx.log(ngx.ERR, "cannot read the spilled request body: ", err)
-        return fail(500, "The router could not read the request body.", nil, "internal_error")
+    ngx.req.read_body()
+    local body = ngx.req.get_body_data()
+    local path = not body and ngx.req.get_body_file()
+    local name, first, last, err
+    if path then
+        name, first, err = model_in_file(path)
+        if err then
+            return unreadable_body(err)
+        end
+    else
+        name, first, last = model_field.find(body or "")
     end
-    local name, first, last = model_field.find(body)
     if not name then
         return fail(400, not_json_messages[first] or not_json_messages.not_json, "model", first)
     end
@@ -170,6 +189,15 @@ function _M.access()
     -- vLLM answers 404 to any name it does not serve: a name picked by a route match is
     -- replaced by the model's served name, in place; the rest of the body stays byte for byte.
     if not exact and config.rewrite_model then
+        if path then
+            -- The one case that needs the spilled body as a string: an alias in a large body.
+            body, err = read_file(path)
+            if not body then
+                return unreadable_body(err)
+            end
+            local _, body_first, body_last = model_field.find(body)
+            first, last = body_first, body_last
+        end
         ngx.req.set_body_data(sub(body, 1, first - 1) .. model.served_name_json .. sub(body, last + 1))
     end
 end

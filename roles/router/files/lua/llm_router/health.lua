@@ -7,6 +7,7 @@ local tcp = ngx.socket.tcp
 local timer_every = ngx.timer.every
 local timer_at = ngx.timer.at
 local ipairs = ipairs
+local setmetatable = setmetatable
 local tostring = tostring
 local tonumber = tonumber
 local match = string.match
@@ -104,8 +105,15 @@ function _M.state(key)
     return shared:get("state:" .. key) or "unknown"
 end
 
+-- Per request: the dict key is built once per model, not concatenated on every call.
+local state_keys = setmetatable({}, { __index = function(keys, key)
+    local state_key = "state:" .. key
+    keys[key] = state_key
+    return state_key
+end })
+
 function _M.is_ready(key)
-    return shared:get("state:" .. key) == "ready"
+    return shared:get(state_keys[key]) == "ready"
 end
 
 function _M.mark_down(key, reason)

@@ -4,6 +4,7 @@ local ngx = ngx
 local shared = ngx.shared.llm_metrics
 local ipairs = ipairs
 local pairs = pairs
+local setmetatable = setmetatable
 local concat = table.concat
 local sort = table.sort
 local format = string.format
@@ -17,18 +18,45 @@ local buckets = { 0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300 }
 
 -- Per request: one counter, and for proxied requests the one bucket the time falls in plus the
 -- sum; render() makes the buckets cumulative. Three dict writes instead of one per bucket.
+-- The dict keys are built once per model (and status) and kept in worker-local tables: string
+-- concatenation on every request cost more than the increments themselves.
+local function key_table(build)
+    return setmetatable({}, { __index = function(keys, model)
+        local by_model = build(model)
+        keys[model] = by_model
+        return by_model
+    end })
+end
+local request_keys = key_table(function(model)
+    return setmetatable({}, { __index = function(keys, status)
+        local key = "req\t" .. model .. "\t" .. status
+        keys[status] = key
+        return key
+    end })
+end)
+local bucket_keys = key_table(function(model)
+    local keys = { [0] = "lat\t" .. model .. "\t+Inf" }
+    for i, le in ipairs(buckets) do
+        keys[i] = "lat\t" .. model .. "\t" .. le
+    end
+    return keys
+end)
+local sum_keys = key_table(function(model)
+    return "latsum\t" .. model
+end)
+
 function _M.observe(model, status, upstream_seconds)
-    shared:incr("req\t" .. model .. "\t" .. status, 1, 0)
+    shared:incr(request_keys[model][status], 1, 0)
     if upstream_seconds then
-        local bucket = "+Inf"
-        for _, le in ipairs(buckets) do
-            if upstream_seconds <= le then
-                bucket = le
+        local bucket = 0
+        for i = 1, #buckets do
+            if upstream_seconds <= buckets[i] then
+                bucket = i
                 break
             end
         end
-        shared:incr("lat\t" .. model .. "\t" .. bucket, 1, 0)
-        shared:incr("latsum\t" .. model, upstream_seconds, 0)
+        shared:incr(bucket_keys[model][bucket], 1, 0)
+        shared:incr(sum_keys[model], upstream_seconds, 0)
     end
 end
 

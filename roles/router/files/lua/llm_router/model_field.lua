@@ -36,4 +36,18 @@ function _M.find(body)
   return model, first, last
 end
 
+-- The same answer for a body read in chunks (see json_scan.outline), without the span: for
+-- bodies spilled to a file, which are never built into one Lua string on this path.
+function _M.find_chunked(read)
+  local outline, err = scan.outline(read)
+  if not outline then
+    return nil, err
+  end
+  local model, reason = _M.find(outline)
+  if not model then
+    return nil, reason
+  end
+  return model
+end
+
 return _M
