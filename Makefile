@@ -1,4 +1,4 @@
-.PHONY: deploy test lint docs tiny-models wheelhouse
+.PHONY: deploy test lint docs tiny-models wheelhouse demo demo-down
 
 PROFILE ?=
 
@@ -17,6 +17,15 @@ tiny-models:
 wheelhouse:
 	tools/venv.sh
 	.venv/bin/python tools/make_wheelhouse.py .cache/wheelhouse
+
+# The cpu-demo stack in a local systemd host (no GPU needed), router on 127.0.0.1:$(DEMO_PORT),
+# then ready-to-paste curl and openai examples; demo-down removes the container, keeps the caches.
+DEMO_PORT ?= 8000
+demo:
+	DEMO_PORT=$(DEMO_PORT) tools/demo.sh up
+
+demo-down:
+	tools/demo.sh down
 
 # Installs what the tests need on a fresh Debian machine, lints, and runs every test.
 test:

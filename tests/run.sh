@@ -67,7 +67,9 @@ if [ "$only" = all ]; then
   echo "$TESTHOST_IMAGE"
 
   stage "pytest"
-  pytest --durations=0
+  # Two workers: the scenarios that run vLLM go one after the other on one of them (their
+  # xdist_group), everything else beside them on the other.
+  pytest --durations=0 -n 2 --dist loadgroup
 fi
 
 stage_done

@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+# One build at a time: a second caller waits, then finds the stamp.
+exec 9>.venv.lock
+flock 9
 if [ ! -f "$stamp" ]; then
   rm -rf .venv
   python3 -m venv .venv

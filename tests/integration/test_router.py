@@ -235,10 +235,12 @@ def test_unknown_path_gets_404_json(router):
 # -- readiness -----------------------------------------------------------------------------------
 
 
-def test_health_is_200_when_every_backend_is_ready(router):
+def test_health_is_200_when_every_backend_is_ready(router, backends):
     status, _, data = call(router, "GET", "/health")
     assert status == 200
-    assert json.loads(data) == {"status": "ready", "models": {"tiny-qwen": "ready", "tiny-nemotron": "ready"}}
+    assert json.loads(data)["status"] == "ready"
+    assert json.loads(data)["models"] == {"tiny-qwen": "ready", "tiny-nemotron": "ready"}
+    assert json.loads(data)["backends"] == {key: {f"127.0.0.1:{stub.port}": "ready"} for key, stub in backends.items()}
 
 
 def test_backend_not_ready_gets_fast_503_and_the_other_keeps_serving(router, backends):
@@ -393,7 +395,7 @@ def test_access_log_is_json_with_model_upstream_and_stream(router, backends):
         assert field in plain
 
 
-def test_metrics_count_requests_and_report_readiness(router):
+def test_metrics_count_requests_and_report_readiness(router, backends):
     call(router, "POST", "/v1/completions", {"model": "tiny-qwen3"})
     call(router, "POST", "/v1/completions", {"model": "llama"})
     status, headers, data = call(router, "GET", "/metrics")
@@ -403,7 +405,8 @@ def test_metrics_count_requests_and_report_readiness(router):
     assert re.search(r'^llm_router_requests_total\{model="tiny-qwen",status="200"\} [1-9]\d*$', text, re.M)
     assert re.search(r'^llm_router_requests_total\{model="-",status="404"\} [1-9]\d*$', text, re.M)
     assert re.search(r'^llm_router_upstream_seconds_count\{model="tiny-qwen"\} [1-9]\d*$', text, re.M)
-    assert 'llm_router_backend_ready{model="tiny-nemotron"} 1' in text
+    port = backends["tiny-nemotron"].port
+    assert f'llm_router_backend_ready{{model="tiny-nemotron",backend="127.0.0.1:{port}"}} 1' in text
 
 
 def test_metrics_refused_to_other_addresses(router):

@@ -207,3 +207,57 @@ def test_bad_settings_say_what_to_change(problems, override, fragment):
 def test_tensor_parallel_models_get_consecutive_gpus(resolve):
     (qwen,) = resolve("qwen", {"qwen": {"tensor_parallel_size": 2}})
     assert qwen["gpus"] == [0, 1]
+
+
+# -- where the router sends each model -----------------------------------------------------------
+
+
+def test_router_on_a_one_host_install_reaches_its_models_on_loopback(catalog_plugin, resolve):
+    models = resolve("cpu-demo")
+    hostvars = {"box": {"catalog_profile_models": models}}
+    backends = catalog_plugin.router_backends(models, "box", ["box"], hostvars)
+    assert backends == {
+        "tiny-qwen": [{"host": "127.0.0.1", "port": 8011, "name": "box"}],
+        "tiny-nemotron": [{"host": "127.0.0.1", "port": 8012, "name": "box"}],
+    }
+    assert catalog_plugin.router_backend_problems(models, "box", ["box"], hostvars) == []
+
+
+def test_router_host_balances_a_model_over_every_backend_host_with_its_own_port(catalog_plugin, resolve):
+    models = resolve("cpu-demo")
+    hostvars = {
+        "router": {"catalog_profile_models": models},
+        "gpu-1": {"catalog_profile_models": models, "llm_backend_address": "10.0.0.1"},
+        # A host override moved tiny-qwen's port on gpu-2; a host whose catalog was not resolved
+        # in this run (--limit) serves the router's models.
+        "gpu-2": {
+            "catalog_profile_models": resolve("cpu-demo", {"tiny-qwen": {"port": 9011}}),
+            "llm_backend_address": "gpu-2.lan",
+        },
+        "gpu-3": {"llm_backend_address": "10.0.0.3"},
+    }
+    backends = catalog_plugin.router_backends(models, "router", ["gpu-1", "gpu-2", "gpu-3"], hostvars)
+    assert [(b["host"], b["port"]) for b in backends["tiny-qwen"]] == [
+        ("10.0.0.1", 8011),
+        ("gpu-2.lan", 9011),
+        ("10.0.0.3", 8011),
+    ]
+
+
+def test_remote_backend_without_an_address_is_refused_with_what_to_set(catalog_plugin, resolve):
+    models = resolve("cpu-demo")
+    hostvars = {"router": {}, "gpu-1": {"catalog_profile_models": models}}
+    problems = catalog_plugin.router_backend_problems(models, "router", ["gpu-1"], hostvars)
+    assert len(problems) == 1
+    assert "set llm_backend_address for gpu-1" in problems[0]
+
+
+def test_model_that_no_backend_host_serves_is_refused(catalog_plugin, resolve):
+    models = resolve("cpu-demo")
+    only_qwen = [model for model in models if model["key"] == "tiny-qwen"]
+    hostvars = {"router": {}, "gpu-1": {"catalog_profile_models": only_qwen, "llm_backend_address": "10.0.0.1"}}
+    problems = catalog_plugin.router_backend_problems(models, "router", ["gpu-1"], hostvars)
+    assert problems == [
+        "No host in llm_backends serves model 'tiny-nemotron' for the router on router: add a host that serves "
+        "the profile to the llm_backends group."
+    ]

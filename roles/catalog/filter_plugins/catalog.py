@@ -272,10 +272,61 @@ def catalog_problems(models: list[dict[str, Any]], gpu_memory_budget: float = 0.
     return problems
 
 
+def _router_backends(
+    models: list[dict[str, Any]], router_host: str, backend_hosts: list[str], hostvars: Any
+) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Where the router on ``router_host`` sends each model: every backend host serving it.
+
+    A backend host's own resolved models give its ports (host overrides may differ); one whose
+    catalog was not resolved in this run (``--limit``) is taken to serve the router's models. The
+    router's own host is reached on 127.0.0.1 unless it sets ``llm_backend_address``; any other
+    backend must set it, since its vLLM listens on loopback only without it.
+    """
+    backends: dict[str, list[dict[str, Any]]] = {model["key"]: [] for model in models}
+    problems: list[str] = []
+    for host in backend_hosts:
+        variables = hostvars.get(host, {})
+        served = variables.get("catalog_profile_models") or models
+        address = variables.get("llm_backend_address")
+        if not address and host == router_host:
+            address = "127.0.0.1"
+        if not address:
+            problems.append(
+                f"Host {host} serves models for the router on {router_host}, but its vLLM listens on "
+                f"127.0.0.1 only: set llm_backend_address for {host} (the address {router_host} "
+                "reaches it on; see inventories/example)."
+            )
+            continue
+        for model in served:
+            if model["key"] in backends:
+                backends[model["key"]].append({"host": str(address), "port": int(model["port"]), "name": host})
+    for key, found in backends.items():
+        if not found and not problems:
+            problems.append(
+                f"No host in llm_backends serves model {key!r} for the router on {router_host}: add a host "
+                "that serves the profile to the llm_backends group."
+            )
+    return backends, problems
+
+
+def router_backends(
+    models: list[dict[str, Any]], router_host: str, backend_hosts: list[str], hostvars: Any
+) -> dict[str, list[dict[str, Any]]]:
+    return _router_backends(models, router_host, backend_hosts, hostvars)[0]
+
+
+def router_backend_problems(
+    models: list[dict[str, Any]], router_host: str, backend_hosts: list[str], hostvars: Any
+) -> list[str]:
+    return _router_backends(models, router_host, backend_hosts, hostvars)[1]
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
             "catalog_resolve": catalog_resolve,
             "catalog_profile_problems": profile_problems,
             "catalog_problems": catalog_problems,
+            "catalog_router_backends": router_backends,
+            "catalog_router_backend_problems": router_backend_problems,
         }

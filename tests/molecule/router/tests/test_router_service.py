@@ -64,7 +64,9 @@ def test_router_unit_is_enabled_and_running(host: testinfra.host.Host) -> None:
     assert service.is_running
     unit = host.file("/etc/systemd/system/llm-router.service")
     assert unit.contains("Ansible managed")
-    assert unit.contains("ExecStartPre=/usr/sbin/nginx -t -q -c /etc/llm-router/nginx.conf")
+    assert unit.contains(
+        "ExecStartPre=/usr/sbin/nginx -t -q -e /var/log/llm-router/error.log -c /etc/llm-router/nginx.conf"
+    )
 
 
 def test_listens_on_port_8000_on_all_addresses(host: testinfra.host.Host) -> None:
@@ -80,9 +82,9 @@ def test_distribution_nginx_site_is_off(host: testinfra.host.Host) -> None:
 
 def test_routes_rendered_from_the_catalog(host: testinfra.host.Host) -> None:
     config = json.loads(host.file("/etc/llm-router/config.json").content_string)
-    assert [(m["key"], m["port"], m["served_names"]) for m in config["models"]] == [
-        ("tiny-qwen", 8011, ["tiny-qwen3"]),
-        ("tiny-nemotron", 8012, ["tiny-nemotron"]),
+    assert [(m["key"], m["backends"], m["served_names"]) for m in config["models"]] == [
+        ("tiny-qwen", [{"host": "127.0.0.1", "port": 8011}], ["tiny-qwen3"]),
+        ("tiny-nemotron", [{"host": "127.0.0.1", "port": 8012}], ["tiny-nemotron"]),
     ]
     assert config["api_keys_file"] is None
     assert not host.file("/etc/llm-router/api_keys").exists

