@@ -106,6 +106,7 @@ def test_stopped_backend_is_taken_out_without_failing_new_requests_and_back_when
             started = time.monotonic()
             results.append((started, chat(base_url)))
 
+    address = next(address for address, name in addresses.items() if name == BACKENDS[1])
     workers = [threading.Thread(target=client) for _ in range(4)]
     for worker in workers:
         worker.start()
@@ -114,14 +115,8 @@ def test_stopped_backend_is_taken_out_without_failing_new_requests_and_back_when
         stopping = time.monotonic()
         backends[BACKENDS[1]].check_output("systemctl stop vllm-tiny-qwen")
         stopped = time.monotonic()
-        address = next(address for address, name in addresses.items() if name == BACKENDS[1])
         marked = wait_until(lambda: backend_states(base_url)[address] == "down", 10, "stopped backend marked down")
         print(f"stop took {stopped - stopping:.1f}s; health checks marked it down {marked:.1f}s later")
-        time.sleep(3)
-        backends[BACKENDS[1]].check_output("systemctl start vllm-tiny-qwen")
-        restarted = time.monotonic()
-        back = wait_until(lambda: backend_states(base_url)[address] == "ready", 60, "backend taken back")
-        print(f"start until ready took {restarted - stopped:.0f}s; taken back {back:.1f}s after that")
         time.sleep(3)
     finally:
         stop.set()
@@ -130,7 +125,14 @@ def test_stopped_backend_is_taken_out_without_failing_new_requests_and_back_when
     during_stop = [status for started, status in results if stopping <= started < stopped]
     after_stop = [status for started, status in results if started >= stopped]
     print(f"requests: {len(results)}; while stopping: {Counter(during_stop)}; after: {Counter(after_stop)}")
-    assert len(after_stop) > 50
+    assert len(after_stop) > 20
     assert set(after_stop) == {200}, Counter(after_stop)
+    # The restart runs without the client load: on two cores, vLLM answering four clients
+    # starves a vLLM that is starting.
+    started = time.monotonic()
+    backends[BACKENDS[1]].check_output("systemctl start vllm-tiny-qwen")
+    back = wait_until(lambda: backend_states(base_url)[address] == "ready", 60, "backend taken back")
+    print(f"start until ready took {time.monotonic() - started - back:.0f}s; taken back {back:.1f}s after that")
+    assert [chat(base_url) for _ in range(10)] == [200] * 10
     host.check_output("sleep 1.5")
-    assert address in upstreams(host, 30), "the returned backend got no request"
+    assert address in upstreams(host, 10), "the returned backend got no request"
