@@ -28,3 +28,9 @@ def catalog_plugin() -> ModuleType:
 @pytest.fixture(scope="session")
 def catalog_defaults() -> dict:
     return yaml.safe_load((ROOT / "roles" / "catalog" / "defaults" / "main.yml").read_text())
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The Molecule scenarios first: they are the long tests, and started first on the two
+    pytest-xdist workers (tests/run.sh) they finish closer together."""
+    items.sort(key=lambda item: item.get_closest_marker("molecule") is None)
