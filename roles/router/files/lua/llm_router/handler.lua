@@ -71,8 +71,6 @@ function _M.init(config_path)
     router = routes.new(config.models)
     for _, model in ipairs(config.models) do
         by_key[model.key] = model
-        model.balanced = #model.backends > 1
-        model.next_backend = 1
     end
     if config.api_keys_file and config.api_keys_file ~= cjson.null then
         api_keys, err = load_api_keys(config.api_keys_file)
@@ -80,8 +78,11 @@ function _M.init(config_path)
             error("llm_router: API keys: " .. tostring(err))
         end
     end
+    -- After health.configure, which names each backend (backend.id).
     health.configure(config)
     for _, model in ipairs(config.models) do
+        model.balanced = #model.backends > 1
+        model.next_backend = 1
         model.by_id = {}
         for _, backend in ipairs(model.backends) do
             model.by_id[backend.id] = backend
