@@ -12,7 +12,8 @@ utils/_http.py:hf_raise_for_status, hf_api.py:model_info/list_repo_tree):
 Errors as the Hub sends them: 404 with X-Error-Code RepoNotFound, RevisionNotFound or
 EntryNotFound; 401 with X-Error-Code GatedRepo for a download from a gated repository without a
 token; 401 with X-Error-Message "Invalid credentials in Authorization header" for a token other
-than the accepted one. Downloads can be throttled (--rate) so that a test can kill one mid-file.
+than the accepted one. Downloads can be throttled (--rate) to show progress, and held mid-file
+(--stall-file) so that a test can kill one there whatever the machine's load.
 Each request is logged as a JSON line (--log), with whether it carried the accepted token (never
 the token itself).
 
@@ -22,7 +23,7 @@ The fixture layout, written by the `fixture` subcommand, mirrors the Hub cache's
   <root>/<org>/<name>/gated                        present: downloads need the token
 
   server.py fixture SRC ROOT ORG/NAME [--ref main] [--gated] [--sparse NAME=BYTES]   prints the commit
-  server.py serve ROOT [--port 8998] [--token-file F] [--rate BYTES_PER_S] [--log F]
+  server.py serve ROOT [--port 8998] [--token-file F] [--rate BYTES_PER_S] [--stall-file F] [--log F]
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ import argparse
 import hashlib
 import json
 import os
+import select
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -109,9 +112,21 @@ class HubError(Exception):
 
 
 class Hub:
-    def __init__(self, root: Path, token: str | None, rate: int, log: Path | None) -> None:
+    def __init__(
+        self, root: Path, token: str | None, rate: int, log: Path | None, stall_file: Path | None = None
+    ) -> None:
         self.root, self.token, self.rate, self.log = root, token, rate, log
+        # While this file exists, a download of the file it names stops after its first chunk.
+        self.stall_file = stall_file
         self.log_lock = threading.Lock()
+
+    def stalled(self, path: Path) -> bool:
+        if self.stall_file is None:
+            return False
+        try:
+            return self.stall_file.read_text().strip() == path.name
+        except FileNotFoundError:
+            return False
 
     def repo_dir(self, repo: str) -> Path:
         repo_dir = self.root / repo
@@ -301,11 +316,25 @@ class Handler(BaseHTTPRequestHandler):
                 length -= len(chunk)
                 if self.hub.rate:
                     time.sleep(len(chunk) / self.hub.rate)
+                while length > 0 and self.hub.stalled(path):
+                    self.raise_if_client_left()
+
+    def raise_if_client_left(self) -> None:
+        """Waits up to 50 ms for the client to close: a killed client is logged (499) when it dies."""
+        readable, _, _ = select.select([self.connection], [], [], 0.05)
+        if readable and not self.connection.recv(1, socket.MSG_PEEK):
+            raise ConnectionResetError("the client closed the connection")
 
 
 def serve(args: argparse.Namespace) -> None:
     token = Path(args.token_file).read_text().strip() if args.token_file else None
-    Handler.hub = Hub(Path(args.root), token, args.rate, Path(args.log) if args.log else None)
+    Handler.hub = Hub(
+        Path(args.root),
+        token,
+        args.rate,
+        Path(args.log) if args.log else None,
+        Path(args.stall_file) if args.stall_file else None,
+    )
     server = ThreadingHTTPServer((args.bind, args.port), Handler)
     print(f"fake Hub serving {args.root} on http://{args.bind}:{args.port}", file=sys.stderr, flush=True)
     server.serve_forever()
@@ -327,6 +356,9 @@ def main() -> None:
     server.add_argument("--port", type=int, default=8998)
     server.add_argument("--token-file", help="file holding the one token accepted (for gated repositories)")
     server.add_argument("--rate", type=int, default=0, help="bytes per second per download (0: no limit)")
+    server.add_argument(
+        "--stall-file", help="while this file exists, downloads of the file it names stop after their first chunk"
+    )
     server.add_argument("--log", help="file to append one JSON line per request to")
     args = parser.parse_args()
     os.umask(0o022)

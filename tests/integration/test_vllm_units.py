@@ -86,6 +86,7 @@ def test_multi_environment_pins_the_gpu_and_never_downloads(multi: Path) -> None
     env = (multi / "nemotron.env").read_text().splitlines()
     assert "HF_HUB_OFFLINE=1" in env
     assert "CUDA_VISIBLE_DEVICES=0" in env
+    assert "NCCL_SOCKET_IFNAME=lo" in env  # no NCCL socket beyond loopback (GPU only: not run here)
     assert 'VLLM_USE_FLASHINFER_MOE_FP4="1"' in env
     assert "VLLM_CACHE_ROOT=/var/cache/vllm/nemotron/vllm" in env
 

@@ -217,8 +217,8 @@ def test_router_on_a_one_host_install_reaches_its_models_on_loopback(catalog_plu
     hostvars = {"box": {"catalog_profile_models": models}}
     backends = catalog_plugin.router_backends(models, "box", ["box"], hostvars)
     assert backends == {
-        "tiny-qwen": [{"host": "127.0.0.1", "port": 8011, "name": "box"}],
-        "tiny-nemotron": [{"host": "127.0.0.1", "port": 8012, "name": "box"}],
+        "tiny-qwen": [{"host": "127.0.0.1", "port": 8011}],
+        "tiny-nemotron": [{"host": "127.0.0.1", "port": 8012}],
     }
     assert catalog_plugin.router_backend_problems(models, "box", ["box"], hostvars) == []
 

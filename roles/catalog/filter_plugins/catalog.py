@@ -299,7 +299,7 @@ def _router_backends(
             continue
         for model in served:
             if model["key"] in backends:
-                backends[model["key"]].append({"host": str(address), "port": int(model["port"]), "name": host})
+                backends[model["key"]].append({"host": str(address), "port": int(model["port"])})
     for key, found in backends.items():
         if not found and not problems:
             problems.append(
