@@ -398,12 +398,15 @@ def test_access_log_is_json_with_model_upstream_and_stream(router, backends):
 def test_metrics_count_requests_and_report_readiness(router, backends):
     call(router, "POST", "/v1/completions", {"model": "tiny-qwen3"})
     call(router, "POST", "/v1/completions", {"model": "llama"})
+    call(router, "POST", "/v1/completions", b"x" * (25 * 1024 * 1024))
     status, headers, data = call(router, "GET", "/metrics")
     text = data.decode()
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain")
     assert re.search(r'^llm_router_requests_total\{model="tiny-qwen",status="200"\} [1-9]\d*$', text, re.M)
     assert re.search(r'^llm_router_requests_total\{model="-",status="404"\} [1-9]\d*$', text, re.M)
+    # Answered in another location (@too_large) than /v1/, and counted all the same.
+    assert re.search(r'^llm_router_requests_total\{model="-",status="413"\} [1-9]\d*$', text, re.M)
     assert re.search(r'^llm_router_upstream_seconds_count\{model="tiny-qwen"\} [1-9]\d*$', text, re.M)
     port = backends["tiny-nemotron"].port
     assert f'llm_router_backend_ready{{model="tiny-nemotron",backend="127.0.0.1:{port}"}} 1' in text

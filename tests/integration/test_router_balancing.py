@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -166,3 +167,35 @@ def test_every_backend_down_gets_503_with_retry_after(balanced_router, replicas)
     assert status == 503
     assert headers["Retry-After"]
     assert json.loads(data)["error"]["code"] == "backend_not_ready"
+
+
+def test_every_ready_backend_refusing_gets_503_at_once(tool_env):
+    """Two backends stop listening between two health probes while the third is not ready: the
+    balancer tries both, has no ready backend left to try, and the request gets 503 with
+    Retry-After at once (not nginx's 502, not a wait for the next probe); both are marked down."""
+    stubs = [StubBackend("tiny-qwen", SERVED_NAME).start() for _ in range(3)]
+    stubs[2].ready = False
+    ids = [f"127.0.0.1:{stub.port}" for stub in stubs]
+    models = [{"key": "tiny-qwen", "served_names": [SERVED_NAME], "route_matches": ["qwen"], "port": stubs[0].port}]
+    backends = {"tiny-qwen": [{"host": "127.0.0.1", "port": stub.port} for stub in stubs]}
+    try:
+        with running_router(
+            router_root("refusing"), tool_env, models, router_backends=backends, router_health_interval=120
+        ) as running:
+            wait_until(
+                lambda: health(running)["backends"]["tiny-qwen"] == {ids[0]: "ready", ids[1]: "ready", ids[2]: "down"}
+            )
+            for stub in stubs[:2]:
+                stub.stop()
+            status, headers, data = call(running, "POST", "/v1/chat/completions", {"model": SERVED_NAME})
+            assert status == 503, data
+            assert headers["Retry-After"]
+            assert json.loads(data)["error"]["code"] == "backend_not_ready"
+            assert health(running)["backends"]["tiny-qwen"] == dict.fromkeys(ids, "down")
+            assert not any(stub.requests for stub in stubs)
+            metrics = call(running, "GET", "/metrics")[2].decode()
+            assert 'llm_router_requests_total{model="tiny-qwen",status="503"} 1' in metrics
+            assert set(re.findall(r"llm_router_backend_in_flight\{.*\} (\d+)", metrics)) == {"0"}
+    finally:
+        for stub in stubs:
+            stub.stop()

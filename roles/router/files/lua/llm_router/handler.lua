@@ -218,23 +218,29 @@ end
 
 -- balancer_by_lua of a model served by several backends: the ready one with the fewest requests
 -- in flight. Called again when the connection failed (nginx never resends a POST it has sent):
--- that backend is marked down and the next ready one tried.
+-- that backend is marked down and the next ready one tried. With none left, NGX_BUSY makes nginx
+-- answer 502 ("no live upstreams"), which @backend_down turns into a 503 after marking the last
+-- backend tried down; any status code here would become a bare 500 instead.
+local NGX_BUSY = -3
+
 function _M.balance()
     local ctx = ngx.ctx
     local model = ctx.model
     local tried = ctx.tried
-    if tried then
-        health.give_back(ctx.backend)
-        local _, failure = balancer.get_last_failure()
-        health.mark_down(model, ctx.backend, "proxy: " .. tostring(failure))
-    else
+    if not tried then
         tried = {}
         ctx.tried = tried
     end
     local backend, index = least_busy.pick(model.backends, health.backend_ready, health.busy,
         model.next_backend, tried)
     if not backend then
-        return ngx.exit(502)
+        return ngx.exit(NGX_BUSY)
+    end
+    local failed = ctx.backend
+    if failed then
+        health.give_back(failed)
+        local _, failure = balancer.get_last_failure()
+        health.mark_down(model, failed, "proxy: " .. tostring(failure))
     end
     model.next_backend = index % #model.backends + 1
     tried[backend] = true
@@ -243,10 +249,9 @@ function _M.balance()
     local ok, err = balancer.set_current_peer(backend.host, backend.port)
     if not ok then
         ngx.log(ngx.ERR, "cannot use backend ", backend.id, ": ", err)
-        return ngx.exit(500)
+        return ngx.exit(ngx.ERROR)
     end
-    if not ctx.more_tries_set then
-        ctx.more_tries_set = true
+    if not failed then
         balancer.set_more_tries(#model.backends - 1)
     end
 end
