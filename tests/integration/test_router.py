@@ -389,9 +389,10 @@ def test_access_log_is_json_with_model_upstream_and_stream(router, backends):
     assert plain["model"] == "tiny-nemotron"
     assert plain["upstream"] == f"127.0.0.1:{backends['tiny-nemotron'].port}"
     assert plain["status"] == 200
+    assert plain["upstream_status"] == "200"  # the backend's own status, apart from the router's
     assert plain["stream"] is False
     assert stream["stream"] is True
-    for field in ("time", "bytes_sent", "request_time", "upstream_time"):
+    for field in ("time", "bytes_sent", "request_time", "upstream_status", "upstream_time"):
         assert field in plain
 
 

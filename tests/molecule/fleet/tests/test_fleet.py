@@ -117,7 +117,8 @@ def test_stopped_backend_is_taken_out_without_failing_new_requests_and_back_when
         stopped = time.monotonic()
         marked = wait_until(lambda: backend_states(base_url)[address] == "down", 10, "stopped backend marked down")
         print(f"stop took {stopped - stopping:.1f}s; health checks marked it down {marked:.1f}s later")
-        time.sleep(3)
+        # A count, not a time: how many requests fit in a few seconds depends on the machine's load.
+        wait_until(lambda: sum(started >= stopped for started, _ in results) >= 24, 300, "24 requests after the stop")
     finally:
         stop.set()
         for worker in workers:
@@ -125,7 +126,6 @@ def test_stopped_backend_is_taken_out_without_failing_new_requests_and_back_when
     during_stop = [status for started, status in results if stopping <= started < stopped]
     after_stop = [status for started, status in results if started >= stopped]
     print(f"requests: {len(results)}; while stopping: {Counter(during_stop)}; after: {Counter(after_stop)}")
-    assert len(after_stop) > 20
     assert set(after_stop) == {200}, Counter(after_stop)
     # The restart runs without the client load: on two cores, vLLM answering four clients
     # starves a vLLM that is starting.
