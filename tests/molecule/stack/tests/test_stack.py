@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx2
@@ -81,6 +83,28 @@ def health(base_url: str) -> tuple[int, dict]:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+@contextmanager
+def shell_in(host: testinfra.host.Host) -> Iterator[Callable[[str], None]]:
+    """A shell kept open in the host: a command written to it runs within milliseconds, where a
+    new `podman exec` takes a second or more on a loaded machine."""
+    shell = subprocess.Popen(
+        ["podman", "exec", "-i", host.backend.name, "sh"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert shell.stdin and shell.stdout
+
+    def run(command: str) -> None:
+        shell.stdin.write(f"{command} && echo done || echo failed\n")
+        shell.stdin.flush()
+        assert shell.stdout.readline().strip() == "done", command
+
+    try:
+        run("true")  # the shell is up before the first command that counts
+        yield run
+    finally:
+        shell.stdin.close()
+        shell.wait(timeout=30)
 
 
 def router_status(base_url: str) -> int | None:
@@ -327,9 +351,12 @@ def test_hung_backend_is_marked_down_and_its_stream_ends_with_an_error(
         stream=True,
         extra_body={"ignore_eos": True},
     )
-    chunks = iter(stream)
-    next(chunks)
-    host.check_output(f"kill -STOP {pid}")
+    with shell_in(host) as shell:
+        chunks = iter(stream)
+        next(chunks)
+        # At once: the tiny model writes its whole answer within seconds, and a stream already in
+        # the socket buffers would end normally.
+        shell(f"kill -STOP {pid}")
     frozen = time.monotonic()
     try:
         marked = wait_until(lambda: health(base_url)[1]["models"][key] == "down", 10, "hung backend marked down")
