@@ -22,6 +22,16 @@ SCENARIOS = [
 ]
 
 
+def failure_report(output: str) -> str:
+    """What to read first when a scenario fails: the verifier's own failures when it ran (CI shows
+    only a part of a long message, and Molecule's log after them would push them out), else the
+    end of the output, where Ansible reports the failed task."""
+    failures = re.search(r"^=+ FAILURES =+$.*?^=+ short test summary info =+$.*?^=+ .* =+$", output, re.M | re.S)
+    if failures:
+        return failures.group(0)[-8000:]
+    return output[-12000:]
+
+
 @pytest.mark.molecule
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_scenario(scenario: str, podman_env: dict[str, str]) -> None:
@@ -37,7 +47,7 @@ def test_scenario(scenario: str, podman_env: dict[str, str]) -> None:
     )
     output = result.stdout + result.stderr
     print(f"molecule scenario {scenario}: {time.monotonic() - started:.0f}s")
-    assert result.returncode == 0, output[-12000:]
+    assert result.returncode == 0, failure_report(output)
     # The verifier must really have run tests (Molecule skips an empty test directory silently).
     verified = re.search(r"=+ (\d+) passed", output)
     assert verified and int(verified.group(1)) > 0, output[-12000:]
