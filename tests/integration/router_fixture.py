@@ -92,15 +92,33 @@ def render(root: Path, variables: dict[str, Any], env: dict[str, str]) -> None:
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
 
 
+def start_nginx(conf: Path, port: int, timeout: float = 30) -> subprocess.Popen[str] | None:
+    """nginx listening on port, or None when another process took the port first (free_port()
+    only finds a port that was free a moment ago, and the other pytest worker looks for them too)."""
+    process = subprocess.Popen([NGINX, "-c", str(conf)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            stderr = process.stderr.read() if process.stderr else ""
+            if "Address already in use" in stderr:
+                return None
+            raise RuntimeError(f"nginx -c {conf} exited with {process.returncode}: {stderr}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return process
+        time.sleep(0.05)
+    process.terminate()
+    process.wait(timeout=10)
+    raise TimeoutError(f"nginx -c {conf}: nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
+
+
 @contextmanager
 def running_router(root: Path, env: dict[str, str], models: list[dict[str, Any]], **overrides: Any) -> Iterator[Router]:
-    port = free_port()
     variables = {
         "ansible_python_interpreter": sys.executable,
         "router_flavor": "nginx-lua",
         "router_manage_service": False,
         "router_models": models,
-        "router_listen": f"127.0.0.1:{port}",
         "router_config_dir": str(root / "etc"),
         "router_lua_dir": str(root / "lua"),
         "router_log_dir": str(root / "log"),
@@ -110,12 +128,18 @@ def running_router(root: Path, env: dict[str, str], models: list[dict[str, Any]]
         "router_worker_processes": "2",
         **overrides,
     }
-    render(root, variables, env)
-    process = subprocess.Popen([NGINX, "-c", str(root / "etc" / "nginx.conf")], stderr=subprocess.PIPE, text=True)
+    process = None
     try:
-        wait_for_port(port)
+        for _ in range(3):
+            port = free_port()
+            render(root, {**variables, "router_listen": f"127.0.0.1:{port}"}, env)
+            process = start_nginx(root / "etc" / "nginx.conf", port)
+            if process:
+                break
+        assert process, "three free ports in a row were taken before nginx could bind them"
         yield Router(port=port, root=root)
     finally:
-        process.terminate()
-        process.wait(timeout=10)
+        if process:
+            process.terminate()
+            process.wait(timeout=10)
         shutil.rmtree(root, ignore_errors=True)

@@ -373,6 +373,15 @@ def test_request_id_is_generated_or_propagated(router, backends):
     assert headers["X-Request-Id"] == "abc-123"
 
 
+def test_generated_request_ids_differ_and_reach_error_answers_too(router):
+    ids = [call(router, "POST", "/v1/completions", {"model": "tiny-qwen3"})[1]["X-Request-Id"] for _ in range(20)]
+    assert len(set(ids)) == 20
+    # Answered by the router itself: in /v1/ before routing (Lua), and outside it (nginx).
+    answered_by_the_router = (("POST", "/v1/completions", b"{"), ("GET", "/v1/completions", None), ("GET", "/x", None))
+    for method, path, body in answered_by_the_router:
+        assert re.fullmatch(r"[0-9a-f]{32}", call(router, method, path, body)[1]["X-Request-Id"]), (method, path)
+
+
 def test_access_log_is_json_with_model_upstream_and_stream(router, backends):
     call(router, "POST", "/v1/completions", {"model": "tiny-nemotron"}, headers={"X-Request-Id": "log-plain"})
     call(

@@ -10,6 +10,7 @@ local json_list = require "llm_router.json_list"
 local health = require "llm_router.health"
 local metrics = require "llm_router.metrics"
 local least_busy = require "llm_router.least_busy"
+local request_id = require "llm_router.request_id"
 
 local ngx = ngx
 local io_open = io.open
@@ -91,6 +92,7 @@ function _M.init(config_path)
 end
 
 function _M.init_worker()
+    request_id.start()
     health.start()
 end
 
@@ -165,6 +167,8 @@ local not_json_messages = {
 
 -- access_by_lua for POST /v1/*: pick the backend or answer the error.
 function _M.access()
+    -- First: every answer, the errors below included, carries the id.
+    ngx.var.llm_lua_request_id = request_id.next()
     if ngx.req.get_method() ~= "POST" then
         return fail(405, "Use POST for " .. ngx.var.uri .. ".", nil, "method_not_allowed", { Allow = "POST" })
     end
