@@ -20,7 +20,9 @@ END = "<!-- END ARGUMENT SPECS -->"
 
 
 def _cell(value: Any) -> str:
+    # A scalar dumps as a document of its own, "true\n...\n": the end marker is not the value.
     text = value if isinstance(value, str) else yaml.safe_dump(value, default_flow_style=True).strip()
+    text = text.removesuffix("\n...")
     # Ansible's doc markup C(x) is code in Markdown.
     text = text.replace("\n", " ").replace("|", "\\|")
     while "C(" in text:

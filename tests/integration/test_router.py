@@ -425,6 +425,19 @@ def test_metrics_count_requests_and_report_readiness(router, backends):
     assert f'llm_router_backend_ready{{model="tiny-nemotron",backend="127.0.0.1:{port}"}} 1' in text
 
 
+def test_access_log_can_be_turned_off(backends, tool_env):
+    root = router_root("quiet-router")
+    with running_router(root, tool_env, catalog_models(backends), router_access_log=False) as quiet:
+        wait_until(lambda: call(quiet, "GET", "/health")[0] == 200)
+        status, headers, _ = call(quiet, "POST", "/v1/completions", {"model": "tiny-qwen3"})
+        assert status == 200
+        assert re.fullmatch(r"[0-9a-f]{32}", headers["X-Request-Id"])
+        counted = r'^llm_router_requests_total\{model="tiny-qwen",status="200"\} 1$'
+        wait_until(lambda: re.search(counted, call(quiet, "GET", "/metrics")[2].decode(), re.M) is not None)
+        assert "access_log off;" in (root / "etc" / "nginx.conf").read_text()
+        assert not (root / "log" / "access.log").exists()
+
+
 def test_metrics_refused_to_other_addresses(router):
     sock = socket.socket()
     sock.bind(("127.0.0.2", 0))
