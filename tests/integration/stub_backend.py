@@ -22,6 +22,11 @@ class StubBackend:
         self.key = key
         self.served_name = served_name
         self.ready = True
+        # The next this many /health requests are answered after health_delay seconds, as a
+        # backend busy with a full batch would; slow_health_seen counts them.
+        self.slow_health = 0
+        self.health_delay = 0.0
+        self.slow_health_seen = 0
         self.requests: list[dict[str, Any]] = []
         self.aborted_streams = 0
         self._connections: set[socket.socket] = set()
@@ -77,6 +82,14 @@ class StubBackend:
 
             def do_GET(self) -> None:
                 if self.path == "/health":
+                    if backend.slow_health > 0:
+                        backend.slow_health -= 1
+                        backend.slow_health_seen += 1
+                        time.sleep(backend.health_delay)
+                        # The router gave up on this probe and closed the connection.
+                        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                            self._send(200 if backend.ready else 503, b"")
+                        return
                     self._send(200 if backend.ready else 503, b"")
                 elif self.path == "/v1/models":
                     # The root path has slashes: the router must pass them through unescaped.

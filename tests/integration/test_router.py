@@ -55,6 +55,7 @@ def all_backends_up(request, backends):
     yield
     for stub in backends.values():
         stub.ready = True
+        stub.slow_health = 0
     if "router" in request.fixturenames:
         router = request.getfixturevalue("router")
         wait_until(lambda: call(router, "GET", "/health")[0] == 200)
@@ -267,6 +268,43 @@ def test_backend_not_ready_gets_fast_503_and_the_other_keeps_serving(router, bac
     backends["tiny-nemotron"].ready = True
     wait_until(lambda: call(router, "GET", "/health")[0] == 200)
     assert call(router, "POST", "/v1/chat/completions", {"model": "tiny-nemotron"})[0] == 200
+
+
+def nemotron_state(router: Router) -> str:
+    return json.loads(call(router, "GET", "/health")[2])["models"]["tiny-nemotron"]
+
+
+def test_backend_slow_to_answer_health_fewer_times_than_the_limit_stays_ready(router, backends):
+    stub = backends["tiny-nemotron"]
+    stub.health_delay = 1.5  # over router_health_timeout, 1 s
+    stub.slow_health = 2  # router_health_fails is 3
+    stub.slow_health_seen = 0
+    states, answers = set(), set()
+    while stub.slow_health > 0:
+        states.add(nemotron_state(router))
+        answers.add(call(router, "POST", "/v1/chat/completions", {"model": "tiny-nemotron"})[0])
+        time.sleep(0.05)
+    # The last slow probe times out after the stub took it; then a prompt one follows.
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        states.add(nemotron_state(router))
+        time.sleep(0.05)
+    assert stub.slow_health_seen == 2
+    assert states == {"ready"}
+    assert answers == {200}
+    assert "(2 in a row; down at 3)" in router.error_log()
+
+
+def test_backend_that_stops_answering_health_is_marked_down_at_the_limit(router, backends):
+    stub = backends["tiny-nemotron"]
+    stub.health_delay = 1.5
+    stub.slow_health = 1000
+    stub.slow_health_seen = 0
+    wait_until(lambda: nemotron_state(router) == "down", timeout=20)
+    assert stub.slow_health_seen >= 3
+    assert call(router, "POST", "/v1/chat/completions", {"model": "tiny-nemotron"})[0] == 503
+    stub.slow_health = 0
+    wait_until(lambda: nemotron_state(router) == "ready", timeout=10)
 
 
 def test_backend_that_vanished_gets_503_not_502(router, backends):

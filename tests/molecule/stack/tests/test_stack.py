@@ -359,7 +359,8 @@ def test_hung_backend_is_marked_down_and_its_stream_ends_with_an_error(
         shell(f"kill -STOP {pid}")
     frozen = time.monotonic()
     try:
-        marked = wait_until(lambda: health(base_url)[1]["models"][key] == "down", 10, "hung backend marked down")
+        # router_health_fails (3) probes must time out in a row first: 3 x (interval + timeout) = 6 s.
+        marked = wait_until(lambda: health(base_url)[1]["models"][key] == "down", 20, "hung backend marked down")
         print(f"SIGSTOP: marked down after {marked:.1f}s")
         assert post(base_url, chat_body("nemotron"))[0] == 503
         with pytest.raises((httpx2.HTTPError, openai.APIError)) as raised:

@@ -13,11 +13,17 @@ local ipairs = ipairs
 local tostring = tostring
 local tonumber = tonumber
 local match = string.match
+local pcall = pcall
+local probe_verdict = require "llm_router.probe_verdict"
 
 local _M = {}
 
 local models = {}
-local interval, timeout_ms = 1, 1000
+local interval, timeout_ms, fails = 1, 1000, 3
+-- Probes timed out in a row, per backend; only the polling worker counts.
+local timeouts = {}
+-- A poll that outlasts the interval (probes waiting for their timeout) makes the next tick wait.
+local polling = false
 
 -- config.models[i].backends = { { host = "10.0.0.2", port = 8011 }, ... }. The dict keys of
 -- each backend are built here once, not per request.
@@ -25,6 +31,7 @@ function _M.configure(config)
     models = config.models
     interval = tonumber(config.health_interval) or 1
     timeout_ms = (tonumber(config.health_timeout) or 1) * 1000
+    fails = tonumber(config.health_fails) or 3
     for _, model in ipairs(models) do
         model.state_key = "state:" .. model.key
         model.models_key = "models:" .. model.key
@@ -78,7 +85,14 @@ end
 local function probe(model, backend)
     local name = model.key .. "@" .. backend.id
     local status, err = get(backend, "/health")
-    if status ~= 200 then
+    local verdict
+    verdict, timeouts[backend] = probe_verdict.judge(status, err, timeouts[backend] or 0, fails)
+    if verdict == "keep" then
+        ngx.log(ngx.WARN, "backend ", name, ": /health ", err, " (", timeouts[backend], " in a row; down at ",
+            fails, ")")
+        return
+    end
+    if verdict == "down" then
         set_state(backend.state_key, name, "down", err or ("/health answered " .. tostring(status)))
         return
     end
@@ -106,10 +120,7 @@ local function settle(model)
     set_state(model.state_key, model.key, "down")
 end
 
-local function poll(premature)
-    if premature then
-        return
-    end
+local function poll_once()
     local threads = {}
     for _, model in ipairs(models) do
         for _, backend in ipairs(model.backends) do
@@ -121,6 +132,18 @@ local function poll(premature)
     end
     for _, model in ipairs(models) do
         settle(model)
+    end
+end
+
+local function poll(premature)
+    if premature or polling then
+        return
+    end
+    polling = true
+    local ok, err = pcall(poll_once)
+    polling = false
+    if not ok then
+        ngx.log(ngx.ERR, "backend health poll failed: ", err)
     end
 end
 
