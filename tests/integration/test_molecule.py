@@ -43,7 +43,7 @@ def test_scenario(scenario: str, podman_env: dict[str, str]) -> None:
         capture_output=True,
         text=True,
         check=False,
-        timeout=1800,
+        timeout=2400,
     )
     output = result.stdout + result.stderr
     print(f"molecule scenario {scenario}: {time.monotonic() - started:.0f}s")

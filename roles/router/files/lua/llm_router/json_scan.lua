@@ -56,16 +56,21 @@ local function is_ws(c)
   return c == B_SPACE or c == B_TAB or c == B_LF or c == B_CR
 end
 
+-- pos, or #s + 1 when the byte c at pos is past the end.
+local function clamp(s, pos, c)
+  if c == nil then
+    return #s + 1
+  end
+  return pos
+end
+
 local function skip_ws_run(s, pos)
   local c = byte(s, pos)
   while is_ws(c) do
     pos = pos + 1
     c = byte(s, pos)
   end
-  if c == nil then
-    return #s + 1
-  end
-  return pos
+  return clamp(s, pos, c)
 end
 
 local function skip_ws(s, pos)
@@ -77,10 +82,7 @@ local function skip_ws(s, pos)
       return skip_ws_run(s, pos)
     end
   end
-  if c == nil then
-    return #s + 1
-  end
-  return pos
+  return clamp(s, pos, c)
 end
 _M.skip_ws = skip_ws
 
