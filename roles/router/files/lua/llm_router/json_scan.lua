@@ -49,28 +49,11 @@ local SIMPLE_ESCAPES = {
 
 -- Position of the first non-whitespace byte at or after pos (#s + 1 at the end). Only the four
 -- JSON whitespace bytes count, not Lua's wider %s. No whitespace or one byte of it (the ", " and
--- ": " of common encoders) is handled without a loop: LuaJIT cannot compile a trace through a
--- loop that runs once per call, and gives up on the caller's trace too, leaving the whole scan
--- to the interpreter. Longer runs take the loop.
+-- ": " of common encoders) never enters the loop: LuaJIT cannot compile a trace through a loop
+-- that runs once per call, and gives up on the caller's trace too, leaving the whole scan to the
+-- interpreter. A loop whose condition fails at once is not entered.
 local function is_ws(c)
   return c == B_SPACE or c == B_TAB or c == B_LF or c == B_CR
-end
-
--- pos, or #s + 1 when the byte c at pos is past the end.
-local function clamp(s, pos, c)
-  if c == nil then
-    return #s + 1
-  end
-  return pos
-end
-
-local function skip_ws_run(s, pos)
-  local c = byte(s, pos)
-  while is_ws(c) do
-    pos = pos + 1
-    c = byte(s, pos)
-  end
-  return clamp(s, pos, c)
 end
 
 local function skip_ws(s, pos)
@@ -78,11 +61,15 @@ local function skip_ws(s, pos)
   if is_ws(c) then
     pos = pos + 1
     c = byte(s, pos)
-    if is_ws(c) then
-      return skip_ws_run(s, pos)
+    while is_ws(c) do
+      pos = pos + 1
+      c = byte(s, pos)
     end
   end
-  return clamp(s, pos, c)
+  if c == nil then
+    return #s + 1
+  end
+  return pos
 end
 _M.skip_ws = skip_ws
 
