@@ -502,15 +502,26 @@ VARIANTS: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def start_variant(stack: contextlib.ExitStack, router_dir: Path, name: str, index: int) -> Target:
-    text = (router_dir / "etc" / "nginx.conf").read_text()
-    port = free_port()
-    text, listens = re.subn(r"listen 127\.0\.0\.1:\d+;", f"listen 127.0.0.1:{port};", text)
-    text, pids = re.subn(r"pid \S+;", f"pid {router_dir}/run/variant{index}.pid;", text)
-    assert listens == 1 and pids == 1, "unexpected rendered nginx.conf"
+def moved(conf: str, port: int, pid: Path) -> str:
+    """An nginx.conf of one of the targets, listening on another port with another PID file."""
+    conf, listens = re.subn(r"listen 127\.0\.0\.1:\d+;", f"listen 127.0.0.1:{port};", conf)
+    conf, pids = re.subn(r"pid \S+;", f"pid {pid};", conf)
+    assert listens == 1 and pids == 1, "unexpected nginx.conf"
+    return conf
+
+
+def variant(conf: str, name: str) -> str:
+    """The rendered router config with the parts VARIANTS[name] takes out."""
     for pattern, replacement in VARIANTS[name]:
-        text, count = re.subn(pattern, replacement, text)
+        conf, count = re.subn(pattern, replacement, conf)
         assert count >= 1, f"{name}: {pattern} matched nothing"
+    return conf
+
+
+def start_variant(stack: contextlib.ExitStack, router_dir: Path, name: str, index: int) -> Target:
+    port = free_port()
+    rendered = (router_dir / "etc" / "nginx.conf").read_text()
+    text = variant(moved(rendered, port, router_dir / "run" / f"variant{index}.pid"), name)
     conf = router_dir / "etc" / f"variant{index}.conf"
     conf.write_text(text)
     proc = stack.enter_context(started([NGINX, "-c", str(conf)], router_dir / f"variant{index}.log"))

@@ -40,10 +40,9 @@ OBJECTS = {  # shared object -> what it is, for the table
 
 
 def callgrind_copy(conf: str, port: int, root: Path, name: str) -> Path:
-    text, listens = re.subn(r"listen 127\.0\.0\.1:\d+;", f"listen 127.0.0.1:{port};", conf)
-    text, pids = re.subn(r"pid \S+;", f"pid {root}/{name}.pid;", text)
-    text, daemons = re.subn(r"daemon off;", "daemon off;\nmaster_process off;", text)
-    assert listens == pids == daemons == 1, f"{name}: unexpected nginx.conf"
+    moved = bench.moved(conf, port, root / f"{name}.pid")
+    text, daemons = re.subn(r"daemon off;", "daemon off;\nmaster_process off;", moved)
+    assert daemons == 1, f"{name}: unexpected nginx.conf"
     path = root / f"{name}.callgrind.conf"
     path.write_text(text)
     return path
@@ -161,12 +160,8 @@ def main() -> int:
             "router": router_conf,
         }
         if args.diagnose:
-            for name, substitutions in bench.VARIANTS.items():
-                text = router_conf
-                for pattern, replacement in substitutions:
-                    text, count = re.subn(pattern, replacement, text)
-                    assert count >= 1, f"{name}: {pattern} matched nothing"
-                configs[name] = text
+            for name in bench.VARIANTS:
+                configs[name] = bench.variant(router_conf, name)
 
         results = {}
         for index, (name, conf) in enumerate(configs.items()):

@@ -36,9 +36,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, timeout: float = 10) -> None:
+def wait_for_port(port: int, timeout: float = 10, process: subprocess.Popen[Any] | None = None) -> None:
+    """Until something listens on port; ChildProcessError when process, the one meant to, exits first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ChildProcessError(f"exited with {process.returncode} before listening on 127.0.0.1:{port}")
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -96,20 +99,18 @@ def start_nginx(conf: Path, port: int, timeout: float = 30) -> subprocess.Popen[
     """nginx listening on port, or None when another process took the port first (free_port()
     only finds a port that was free a moment ago, and the other pytest worker looks for them too)."""
     process = subprocess.Popen([NGINX, "-c", str(conf)], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            stderr = process.stderr.read() if process.stderr else ""
-            if "Address already in use" in stderr:
-                return None
-            raise RuntimeError(f"nginx -c {conf} exited with {process.returncode}: {stderr}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return process
-        time.sleep(0.05)
-    process.terminate()
-    process.wait(timeout=10)
-    raise TimeoutError(f"nginx -c {conf}: nothing listens on 127.0.0.1:{port} after {timeout:.0f}s")
+    try:
+        wait_for_port(port, timeout, process)
+    except ChildProcessError as exited:
+        stderr = process.stderr.read() if process.stderr else ""
+        if "Address already in use" in stderr:
+            return None
+        raise RuntimeError(f"nginx -c {conf}: {exited}: {stderr}") from None
+    except TimeoutError:
+        process.terminate()
+        process.wait(timeout=10)
+        raise
+    return process
 
 
 @contextmanager

@@ -86,11 +86,9 @@ class StubBackend:
                         backend.slow_health -= 1
                         backend.slow_health_seen += 1
                         time.sleep(backend.health_delay)
-                        # The router gave up on this probe and closed the connection.
-                        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                            self._send(200 if backend.ready else 503, b"")
-                        return
-                    self._send(200 if backend.ready else 503, b"")
+                    # After a slow answer the router may have given up and closed the connection.
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        self._send(200 if backend.ready else 503, b"")
                 elif self.path == "/v1/models":
                     # The root path has slashes: the router must pass them through unescaped.
                     listing = {
