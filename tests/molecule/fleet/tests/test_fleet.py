@@ -4,6 +4,7 @@ failing, and it is taken back once it is ready again."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -46,6 +47,10 @@ def chat(base_url: str) -> int:
             return response.status
     except urllib.error.HTTPError as error:
         return error.code
+    except (http.client.HTTPException, OSError):
+        # Refused, reset or cut short: a failed request (0), which the load clients record and
+        # go on, instead of their thread dying with it.
+        return 0
 
 
 def backend_states(base_url: str) -> dict[str, str]:
