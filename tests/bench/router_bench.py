@@ -488,8 +488,8 @@ def start_vllm_router(stack: contextlib.ExitStack, work: Path, upstream_port: in
 
 
 # Diagnostic copies of the rendered router config (--diagnose), to see where its time goes.
-ACCESS_LUA = r'access_by_lua_block \{ require\("llm_router.handler"\).access\(\) \}'
-LOG_LUA = r'log_by_lua_block \{ require\("llm_router.handler"\).log\(\) \}'
+ACCESS_LUA = r"access_by_lua_block \{ llm_router.access\(\) \}"
+LOG_LUA = r"log_by_lua_block \{ llm_router.log\(\) \}"
 VARIANTS: dict[str, list[tuple[str, str]]] = {
     "router, no access_log": [(r"access_log \S+ llm_json[^;]*;", "access_log off;")],
     "router, no log_by_lua (metrics)": [(LOG_LUA, "")],

@@ -108,6 +108,9 @@ def measure(conf: str, root: Path, name: str, args: argparse.Namespace, body: by
     dumps = sorted(root.glob(f"{name}.callgrind.out.*"), key=lambda p: p.stat().st_mtime)
     if not dumps:
         raise RuntimeError(f"{name}: callgrind wrote no dump; see {root / f'{name}.valgrind.log'}")
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
+        shutil.copy(dumps[0], args.keep / f"{name}.callgrind.out")
     total, by_object = exclusive_by_object(dumps[0])
     counted = sum(by_object.values())
     if abs(counted - total) > 0.02 * total:
@@ -123,6 +126,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=2000, help="counted requests per target (default 2000)")
     parser.add_argument("--warm", type=int, default=3000, help="requests before counting (default 3000)")
     parser.add_argument("--diagnose", action="store_true", help="also router_bench.py's diagnostic variants")
+    parser.add_argument("--keep", type=Path, help="copy each target's callgrind file here (for callgrind_annotate)")
     return parser.parse_args()
 
 
@@ -164,10 +168,10 @@ def main() -> int:
                 configs[name] = bench.variant(router_conf, name)
 
         results = {}
-        for index, (name, conf) in enumerate(configs.items()):
+        for name, conf in configs.items():
             started = time.monotonic()
             print(f"{name}: {args.warm} + {args.requests} requests under callgrind ...", flush=True)
-            results[name] = measure(conf, work, f"target{index}", args, body)
+            results[name] = measure(conf, work, re.sub(r"\W+", "-", name).strip("-"), args, body)
             print(f"{name}: {results[name][0]:,.0f} instructions/request ({time.monotonic() - started:.0f} s)")
 
     plain = results["plain nginx"][0]

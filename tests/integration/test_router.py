@@ -447,20 +447,28 @@ def test_metrics_count_requests_and_report_readiness(router, backends):
     call(router, "POST", "/v1/completions", {"model": "tiny-qwen3"})
     call(router, "POST", "/v1/completions", {"model": "llama"})
     call(router, "POST", "/v1/completions", b"x" * (25 * 1024 * 1024))
-    too_large = re.compile(r'^llm_router_requests_total\{model="-",status="413"\} [1-9]\d*$', re.M)
-    # Answered in another location (@too_large) than /v1/, and counted all the same. nginx logs a
-    # 413 only once it has discarded the rest of the body, which can be after the client has the
-    # answer: the count may lag the response.
-    wait_until(lambda: too_large.search(call(router, "GET", "/metrics")[2].decode()) is not None)
+    counted = [
+        r'^llm_router_requests_total\{model="tiny-qwen",status="200"\} [1-9]\d*$',
+        r'^llm_router_requests_total\{model="-",status="404"\} [1-9]\d*$',
+        # Answered in another location (@too_large) than /v1/, and counted all the same.
+        r'^llm_router_requests_total\{model="-",status="413"\} [1-9]\d*$',
+        r'^llm_router_upstream_seconds_count\{model="tiny-qwen"\} [1-9]\d*$',
+    ]
+
+    def metrics() -> str:
+        return call(router, "GET", "/metrics")[2].decode()
+
+    # Each worker adds its counts to /metrics once a second; nginx logs a 413 only once it has
+    # discarded the rest of the body, which can be after the client has the answer.
+    deadline = time.monotonic() + 10
+    while missing := [pattern for pattern in counted if not re.search(pattern, text := metrics(), re.M)]:
+        assert time.monotonic() < deadline, f"not counted: {missing}\n{text}"
+        time.sleep(0.1)
     status, headers, data = call(router, "GET", "/metrics")
-    text = data.decode()
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain")
-    assert re.search(r'^llm_router_requests_total\{model="tiny-qwen",status="200"\} [1-9]\d*$', text, re.M)
-    assert re.search(r'^llm_router_requests_total\{model="-",status="404"\} [1-9]\d*$', text, re.M)
-    assert re.search(r'^llm_router_upstream_seconds_count\{model="tiny-qwen"\} [1-9]\d*$', text, re.M)
     port = backends["tiny-nemotron"].port
-    assert f'llm_router_backend_ready{{model="tiny-nemotron",backend="127.0.0.1:{port}"}} 1' in text
+    assert f'llm_router_backend_ready{{model="tiny-nemotron",backend="127.0.0.1:{port}"}} 1' in data.decode()
 
 
 def test_access_log_can_be_turned_off(backends, tool_env):

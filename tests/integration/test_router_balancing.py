@@ -199,8 +199,10 @@ def test_every_ready_backend_refusing_gets_503_at_once(tool_env):
             assert json.loads(data)["error"]["code"] == "backend_not_ready"
             assert health(running)["backends"]["tiny-qwen"] == dict.fromkeys(ids, "down")
             assert not any(stub.requests for stub in stubs)
+            # Counts reach /metrics within a second (each worker adds its own once a second).
+            counted = 'llm_router_requests_total{model="tiny-qwen",status="503"} 1'
+            wait_until(lambda: counted in call(running, "GET", "/metrics")[2].decode())
             metrics = call(running, "GET", "/metrics")[2].decode()
-            assert 'llm_router_requests_total{model="tiny-qwen",status="503"} 1' in metrics
             assert set(re.findall(r"llm_router_backend_in_flight\{.*\} (\d+)", metrics)) == {"0"}
     finally:
         for stub in stubs:

@@ -93,6 +93,7 @@ end
 
 function _M.init_worker()
     request_id.start()
+    metrics.start()
     health.start()
 end
 
@@ -283,7 +284,7 @@ function _M.backend_down()
 end
 
 function _M.too_large()
-    return fail(413, "The request body is larger than the router accepts (" .. ngx.var.llm_max_body .. ").",
+    return fail(413, "The request body is larger than the router accepts (" .. config.max_body_size .. ").",
         nil, "request_too_large")
 end
 
@@ -340,8 +341,8 @@ function _M.metrics()
     ngx.print(metrics.render(config.models, health))
 end
 
--- log_by_lua of /v1/: count the request (cheap shared-dict increments) and give back the
--- balanced backend's in-flight slot.
+-- log_by_lua of /v1/: count the request (in this worker's tables, see metrics.lua) and give back
+-- the balanced backend's in-flight slot.
 function _M.log()
     local key = ngx.var.llm_model
     if key == nil or key == "" then

@@ -1,7 +1,10 @@
--- Prometheus counters in the llm_metrics shared dict: requests by model and status, and an
--- upstream latency histogram by model. Rendering walks the dict; it is only read by scrapers.
+-- Prometheus counters: requests by model and status, and an upstream latency histogram by model.
+-- Each worker counts in a Lua table and adds its counts to the llm_metrics shared dict once a
+-- second (and when it exits): a dict increment per request cost more than the rest of the log
+-- phase. /metrics walks the dict, so another worker's requests show up there within a second.
 local ngx = ngx
 local shared = ngx.shared.llm_metrics
+local timer_every = ngx.timer.every
 local ipairs = ipairs
 local pairs = pairs
 local setmetatable = setmetatable
@@ -13,13 +16,14 @@ local match = string.match
 
 local _M = {}
 
+local FLUSH_SECONDS = 1
+
 -- Seconds; LLM requests range from a tokenize call to minutes of generation.
 local buckets = { 0.005, 0.025, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300 }
 
 -- Per request: one counter, and for proxied requests the one bucket the time falls in plus the
--- sum; render() makes the buckets cumulative. Three dict writes instead of one per bucket.
--- The dict keys are built once per model (and status) and kept in worker-local tables: string
--- concatenation on every request cost more than the increments themselves.
+-- sum; render() makes the buckets cumulative. The dict keys are built once per model (and status)
+-- and kept in worker-local tables: string concatenation on every request cost more than counting.
 local function key_table(build)
     return setmetatable({}, { __index = function(keys, model)
         local by_model = build(model)
@@ -45,8 +49,13 @@ local sum_keys = key_table(function(model)
     return "latsum\t" .. model
 end)
 
+-- This worker's counts not yet in the dict: dict key -> amount. Keys stay once seen (a few per
+-- model and status), so that counting never grows the table.
+local pending = {}
+
 function _M.observe(model, status, upstream_seconds)
-    shared:incr(request_keys[model][status], 1, 0)
+    local key = request_keys[model][status]
+    pending[key] = (pending[key] or 0) + 1
     if upstream_seconds then
         local bucket = 0
         for i = 1, #buckets do
@@ -55,12 +64,36 @@ function _M.observe(model, status, upstream_seconds)
                 break
             end
         end
-        shared:incr(bucket_keys[model][bucket], 1, 0)
-        shared:incr(sum_keys[model], upstream_seconds, 0)
+        key = bucket_keys[model][bucket]
+        pending[key] = (pending[key] or 0) + 1
+        key = sum_keys[model]
+        pending[key] = (pending[key] or 0) + upstream_seconds
+    end
+end
+
+function _M.flush()
+    for key, amount in pairs(pending) do
+        if amount ~= 0 then
+            local _, err = shared:incr(key, amount, 0)
+            if err then
+                ngx.log(ngx.ERR, "metrics: cannot count ", key, ": ", err)
+            end
+            pending[key] = 0
+        end
+    end
+end
+
+-- init_worker: every worker flushes its own counts; a worker that exits flushes once more
+-- (the timer then runs with premature set).
+function _M.start()
+    local ok, err = timer_every(FLUSH_SECONDS, _M.flush)
+    if not ok then
+        ngx.log(ngx.ERR, "cannot start the metrics timer: ", err)
     end
 end
 
 function _M.render(models, health)
+    _M.flush()
     local lines = {
         "# HELP llm_router_requests_total Requests answered, by model and status.",
         "# TYPE llm_router_requests_total counter",
