@@ -36,11 +36,10 @@ def base_url(host: testinfra.host.Host) -> str:
     return f"http://{host.check_output('hostname -I').split()[0]}:8000"
 
 
-def chat(base_url: str) -> int:
+def chat(base_url: str, request_id: str | None = None) -> int:
     body = {"model": "qwen", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
-    request = urllib.request.Request(
-        f"{base_url}/v1/chat/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json"} | ({"X-Request-Id": request_id} if request_id else {})
+    request = urllib.request.Request(f"{base_url}/v1/chat/completions", data=json.dumps(body).encode(), headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=120) as response:
             response.read()
@@ -61,9 +60,19 @@ def backend_states(base_url: str) -> dict[str, str]:
         return json.loads(error.read())["backends"]["tiny-qwen"]
 
 
-def upstreams(host: testinfra.host.Host, last: int) -> Counter[str]:
-    lines = host.check_output(f"tail -n {last} /var/log/llm-router/access.log").splitlines()
-    return Counter(json.loads(line)["upstream"] for line in lines)
+def upstreams(host: testinfra.host.Host, prefix: str, count: int) -> Counter[str]:
+    """Where the router sent the `count` requests sent with the ids `prefix-0`, `prefix-1`, ... Each
+    worker writes its access-log lines once a second, so lines of other requests (the health
+    checks of a test before) can come after them in the file: they are found by their ids."""
+    found: list[dict[str, str]] = []
+
+    def logged() -> bool:
+        lines = host.check_output(f'grep -F \'"request_id":"{prefix}-\' /var/log/llm-router/access.log || true')
+        found[:] = [json.loads(line) for line in lines.splitlines()]
+        return len(found) >= count
+
+    wait_until(logged, 10, f"the access-log lines of the {count} requests {prefix}-*")
+    return Counter(line["upstream"] for line in found)
 
 
 def wait_until(predicate, timeout: float, what: str) -> float:
@@ -92,9 +101,8 @@ def test_router_knows_both_backends_by_address(base_url: str, addresses: dict[st
 def test_requests_spread_over_both_backends(
     host: testinfra.host.Host, base_url: str, addresses: dict[str, str]
 ) -> None:
-    assert [chat(base_url) for _ in range(20)] == [200] * 20
-    host.check_output("sleep 1.5")  # the access log is flushed every second
-    spread = upstreams(host, 20)
+    assert [chat(base_url, f"spread-{i}") for i in range(20)] == [200] * 20
+    spread = upstreams(host, "spread", 20)
     print(f"20 requests: {dict(spread)}")
     assert set(spread) == set(addresses), spread
     assert min(spread.values()) >= 5, spread
@@ -138,6 +146,5 @@ def test_stopped_backend_is_taken_out_without_failing_new_requests_and_back_when
     backends[BACKENDS[1]].check_output("systemctl start vllm-tiny-qwen")
     back = wait_until(lambda: backend_states(base_url)[address] == "ready", 60, "backend taken back")
     print(f"start until ready took {time.monotonic() - started - back:.0f}s; taken back {back:.1f}s after that")
-    assert [chat(base_url) for _ in range(10)] == [200] * 10
-    host.check_output("sleep 1.5")
-    assert address in upstreams(host, 10), "the returned backend got no request"
+    assert [chat(base_url, f"back-{i}") for i in range(10)] == [200] * 10
+    assert address in upstreams(host, "back", 10), "the returned backend got no request"
