@@ -10,7 +10,7 @@ import re
 import socket
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -61,13 +61,14 @@ def all_backends_up(request, backends):
         wait_until(lambda: call(router, "GET", "/health")[0] == 200)
 
 
-def wait_until(predicate, timeout: float = 10.0) -> None:
+def wait_until(predicate, timeout: float = 10.0, describe: Callable[[], str] | None = None) -> None:
+    """Until predicate() is true; describe() says what was missing when it never is."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
         time.sleep(0.05)
-    raise AssertionError("condition not reached in time")
+    raise AssertionError("condition not reached in time" + (f": {describe()}" if describe else ""))
 
 
 def call(
@@ -458,12 +459,13 @@ def test_metrics_count_requests_and_report_readiness(router, backends):
     def metrics() -> str:
         return call(router, "GET", "/metrics")[2].decode()
 
+    def missing() -> list[str]:
+        text = metrics()
+        return [pattern for pattern in counted if not re.search(pattern, text, re.M)]
+
     # Each worker adds its counts to /metrics once a second; nginx logs a 413 only once it has
     # discarded the rest of the body, which can be after the client has the answer.
-    deadline = time.monotonic() + 10
-    while missing := [pattern for pattern in counted if not re.search(pattern, text := metrics(), re.M)]:
-        assert time.monotonic() < deadline, f"not counted: {missing}\n{text}"
-        time.sleep(0.1)
+    wait_until(lambda: not missing(), describe=lambda: f"not counted: {missing()}\n{metrics()}")
     status, headers, data = call(router, "GET", "/metrics")
     assert status == 200
     assert headers["Content-Type"].startswith("text/plain")
