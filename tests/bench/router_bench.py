@@ -707,10 +707,11 @@ def run_rounds(args: argparse.Namespace, work: Path, targets: list[Target], big_
                 cpu_by[target.name] += target.cpu_seconds() - cpu_before
         for name, times in times_by.items():
             results.big.setdefault(name, []).append(times)
-            results.big_cpu.setdefault(name, []).append(cpu_by[name] / len(times))
+            cpu_per_request = cpu_by[name] / len(times)
+            results.big_cpu.setdefault(name, []).append(cpu_per_request)
             print(
                 f"  {name:36} {args.big_mb} MB body p50 {statistics.median(times) * 1e3:.2f} ms"
-                f"  CPU {cpu_by[name] / len(times) * 1e3:.1f} ms/req",
+                f"  CPU {cpu_per_request * 1e3:.1f} ms/req",
                 flush=True,
             )
     return results
