@@ -344,18 +344,19 @@ def test_hung_backend_is_marked_down_and_its_stream_ends_with_an_error(
 ) -> None:
     key = "tiny-nemotron"
     pid = main_pid(host, key)
-    stream = client.chat.completions.create(
-        model="nemotron",
-        messages=[{"role": "user", "content": "Write a long story."}],
-        max_tokens=1800,
-        stream=True,
-        extra_body={"ignore_eos": True},
-    )
+    # The shell is opened before the request and the signal follows the first event at once: the
+    # tiny model writes its whole answer within seconds, and a stream already in the socket buffers
+    # would end normally (CI saw that when the shell was opened after the request).
     with shell_in(host) as shell:
+        stream = client.chat.completions.create(
+            model="nemotron",
+            messages=[{"role": "user", "content": "Write a long story."}],
+            max_tokens=1800,
+            stream=True,
+            extra_body={"ignore_eos": True},
+        )
         chunks = iter(stream)
         next(chunks)
-        # At once: the tiny model writes its whole answer within seconds, and a stream already in
-        # the socket buffers would end normally.
         shell(f"kill -STOP {pid}")
     frozen = time.monotonic()
     try:
