@@ -168,3 +168,11 @@ def test_url_source_without_checksum(tool_env):
         site(tool_env, "-e", "profile=cpu-demo", *overrides({"tiny-qwen": {"source": "url", "url": "http://x/a.tgz"}})),
         "Model tiny-qwen (source url) needs url and sha256 (64 hex digits)",
     )
+
+
+def test_drain_longer_than_the_stop_allows(tool_env):
+    assert_refused(
+        site(tool_env, "-e", "profile=cpu-demo", "-e", "vllm_drain_timeout=55"),
+        "vllm_drain_timeout (55) must be a whole number of seconds, 0 or more,",
+        "and at least 10 s below vllm_stop_timeout (60)",
+    )

@@ -486,11 +486,12 @@ def test_access_log_can_be_turned_off(backends, tool_env):
         assert not (root / "log" / "access.log").exists()
 
 
-def test_metrics_refused_to_other_addresses(router):
+@pytest.mark.parametrize("request_line", ["GET /metrics", "POST /drain?backend=127.0.0.1:1"])
+def test_metrics_and_drain_refused_to_other_addresses(router, request_line):
     sock = socket.socket()
     sock.bind(("127.0.0.2", 0))
     sock.connect(("127.0.0.1", router.port))
-    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    sock.sendall(f"{request_line} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     answer = b""
     while chunk := sock.recv(65536):
         answer += chunk

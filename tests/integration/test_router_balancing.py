@@ -58,6 +58,7 @@ def both_replicas_back(replicas, balanced_router) -> Iterator[None]:
     yield
     for stub in replicas:
         stub.ready = True
+        call(balanced_router, "DELETE", f"/drain?backend=127.0.0.1:{stub.port}")
     wait_until(lambda: set(health(balanced_router)["backends"]["tiny-qwen"].values()) == {"ready"}, timeout=15)
 
 
@@ -73,6 +74,21 @@ def counts(replicas: list[StubBackend]) -> list[int]:
     return [len(stub.requests) for stub in replicas]
 
 
+def drain(router: Router, stub: StubBackend, method: str = "POST", query: str = "") -> tuple[int, dict]:
+    status, _, data = call(router, method, f"/drain?backend=127.0.0.1:{stub.port}{query}")
+    return status, json.loads(data)
+
+
+def open_stream(router: Router, events: int, gap: float) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+    conn = http.client.HTTPConnection("127.0.0.1", router.port, timeout=30)
+    body = json.dumps({"model": SERVED_NAME, "stream": True, "events": events, "gap": gap})
+    conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 200
+    assert response.read1()  # the first event: the stream is open on its backend
+    return conn, response
+
+
 def test_one_request_at_a_time_spreads_over_every_backend(balanced_router, replicas):
     before = counts(replicas)
     statuses = [chat(balanced_router) for _ in range(20)]
@@ -85,15 +101,7 @@ def test_one_request_at_a_time_spreads_over_every_backend(balanced_router, repli
 def test_new_requests_go_to_the_backend_with_fewer_in_flight(balanced_router, replicas):
     # Three slow streams: the first two land one on each backend, the third on either; the next
     # short request must go to the backend with one stream open, not two.
-    streams = []
-    for _ in range(3):
-        conn = http.client.HTTPConnection("127.0.0.1", balanced_router.port, timeout=30)
-        body = json.dumps({"model": SERVED_NAME, "stream": True, "events": 20, "gap": 0.1})
-        conn.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
-        response = conn.getresponse()
-        assert response.status == 200
-        assert response.read1()  # the first event: the stream is open on its backend
-        streams.append((conn, response))
+    streams = [open_stream(balanced_router, events=20, gap=0.1) for _ in range(3)]
     before = counts(replicas)
     assert chat(balanced_router) == 200
     chosen = [after - start for after, start in zip(counts(replicas), before, strict=True)].index(1)
@@ -173,6 +181,78 @@ def test_every_backend_down_gets_503_with_retry_after(balanced_router, replicas)
     assert status == 503
     assert headers["Retry-After"]
     assert json.loads(data)["error"]["code"] == "backend_not_ready"
+
+
+def test_drained_backend_gets_no_new_request_and_its_stream_finishes(balanced_router, replicas):
+    before = counts(replicas)
+    conn, response = open_stream(balanced_router, events=30, gap=0.1)
+    streaming = [after - start for after, start in zip(counts(replicas), before, strict=True)].index(1)
+    drained, other = replicas[streaming], replicas[1 - streaming]
+    assert drain(balanced_router, drained, query="&seconds=60") == (
+        200,
+        {"backend": f"127.0.0.1:{drained.port}", "draining": True, "models": 1},
+    )
+    status, _, data = call(balanced_router, "GET", "/health")
+    assert status == 200, data  # the model is still served by the other backend
+    assert json.loads(data)["backends"]["tiny-qwen"][f"127.0.0.1:{drained.port}"] == "draining"
+    before = counts(replicas)
+    assert [chat(balanced_router) for _ in range(10)] == [200] * 10
+    assert counts(replicas)[streaming] == before[streaming]
+    assert counts(replicas)[1 - streaming] == before[1 - streaming] + 10
+    # Probes that find the drained backend answering keep it out.
+    time.sleep(2.5)
+    assert health(balanced_router)["backends"]["tiny-qwen"][f"127.0.0.1:{drained.port}"] == "draining"
+    rest = response.read()
+    conn.close()
+    assert rest.rstrip().endswith(b"data: [DONE]"), rest[-200:]
+    assert drain(balanced_router, drained, method="DELETE")[0] == 200
+    wait_until(lambda: health(balanced_router)["backends"]["tiny-qwen"][f"127.0.0.1:{drained.port}"] == "ready")
+    assert other.ready
+
+
+def test_drain_ends_when_the_backend_stops_answering(balanced_router, replicas):
+    port = replicas[1].port
+    assert drain(balanced_router, replicas[1])[0] == 200
+    replicas[1].stop()
+    wait_until(lambda: health(balanced_router)["backends"]["tiny-qwen"][f"127.0.0.1:{port}"] == "down")
+    replicas[1].restart()
+    # No DELETE: the server that comes back is a new one, taken back by the probes.
+    wait_until(lambda: health(balanced_router)["backends"]["tiny-qwen"][f"127.0.0.1:{port}"] == "ready")
+
+
+def test_drain_of_every_backend_gets_503_with_retry_after_and_expires(balanced_router, replicas):
+    for stub in replicas:
+        assert drain(balanced_router, stub, query="&seconds=2")[0] == 200
+    status, headers, data = call(balanced_router, "POST", "/v1/chat/completions", {"model": SERVED_NAME})
+    assert status == 503, data
+    assert headers["Retry-After"]
+    assert json.loads(data)["error"]["code"] == "backend_not_ready"
+    assert health(balanced_router)["models"]["tiny-qwen"] == "down"
+    refused = time.monotonic()
+    wait_until(lambda: health(balanced_router)["models"]["tiny-qwen"] == "ready", timeout=10)
+    print(f"drain of 2 s: the model was ready again {time.monotonic() - refused:.1f}s after the 503")
+
+
+@pytest.mark.parametrize(
+    ("method", "query", "status", "code"),
+    [
+        ("POST", "", 400, "missing_backend"),
+        ("POST", "?backend=127.0.0.1:{port}&seconds=0", 400, "invalid_seconds"),
+        ("POST", "?backend=127.0.0.1:{port}&seconds=soon", 400, "invalid_seconds"),
+        ("POST", "?backend=10.9.9.9:8011", 404, "backend_not_found"),
+        ("GET", "?backend=127.0.0.1:{port}", 405, "method_not_allowed"),
+    ],
+)
+def test_drain_refuses_bad_requests(balanced_router, replicas, method, query, status, code):
+    answer = call(balanced_router, method, "/drain" + query.format(port=replicas[0].port))
+    assert answer[0] == status
+    error = json.loads(answer[2])["error"]
+    assert error["code"] == code
+    if status == 404:
+        assert f"127.0.0.1:{replicas[0].port}" in error["message"]
+    if status == 405:
+        assert answer[1]["Allow"] == "POST, DELETE"
+    assert set(health(balanced_router)["backends"]["tiny-qwen"].values()) == {"ready"}
 
 
 def test_every_ready_backend_refusing_gets_503_at_once(tool_env):

@@ -134,9 +134,12 @@ def test_extra_args_are_quoted_for_systemd(tmp_path: Path, tool_env: dict[str, s
 
 
 def test_container_runtime_unit(tmp_path: Path, tool_env: dict[str, str]) -> None:
-    out = render(tmp_path, tool_env, "multi", vllm_runtime="container")
+    out = render(tmp_path, tool_env, "multi", vllm_runtime="container", vllm_drain_url="http://127.0.0.1:8000/drain")
     unit = out / "vllm-nemotron.service"
     verify(unit)
+    # The router stops sending requests, and those running finish, before podman stops the container.
+    stops = [line.split()[0] for line in unit.read_text().splitlines() if line.startswith("ExecStop=")]
+    assert stops == [f"ExecStop={ROOT}/roles/vllm/files/vllm-drain", "ExecStop=/usr/bin/podman"], stops
     exec_start = next(line for line in unit.read_text().splitlines() if line.startswith("ExecStart="))
     assert exec_start.startswith("ExecStart=/usr/bin/podman run --rm --name vllm-nemotron --network host")
     assert "--device nvidia.com/gpu=0 " in exec_start

@@ -341,6 +341,52 @@ function _M.metrics()
     ngx.print(metrics.render(config.models, health))
 end
 
+-- /drain?backend=<host:port>[&seconds=N], from the hosts of router_drain_allow. POST: the backend
+-- gets no new request (its model server is about to stop; vllm-drain calls this before the stop)
+-- until it stops answering /health, or for N seconds at most. DELETE: the drain ends now.
+local DRAIN_SECONDS = 600
+
+function _M.drain()
+    local method = ngx.req.get_method()
+    if method ~= "POST" and method ~= "DELETE" then
+        return fail(405, "Use POST to drain a backend, DELETE to end its drain.", nil, "method_not_allowed",
+            { Allow = "POST, DELETE" })
+    end
+    local args = ngx.req.get_uri_args()
+    local id = args.backend
+    if type(id) ~= "string" or id == "" then
+        return fail(400, "Name the backend: /drain?backend=<host:port>.", "backend", "missing_backend")
+    end
+    local seconds = DRAIN_SECONDS
+    if args.seconds ~= nil then
+        seconds = tonumber(args.seconds)
+        if not seconds or seconds <= 0 then
+            return fail(400, "seconds must be a number above 0.", "seconds", "invalid_seconds")
+        end
+    end
+    local count
+    if method == "POST" then
+        count = health.drain(id, seconds)
+    else
+        count = health.undrain(id)
+    end
+    if count == 0 then
+        local ids, seen = {}, {}
+        for _, model in ipairs(config.models) do
+            for _, backend in ipairs(model.backends) do
+                if not seen[backend.id] then
+                    seen[backend.id] = true
+                    ids[#ids + 1] = backend.id
+                end
+            end
+        end
+        return fail(404, "No backend " .. id .. " here. Backends: " .. concat(ids, ", ") .. ".", "backend",
+            "backend_not_found")
+    end
+    ngx.log(ngx.NOTICE, method == "POST" and "draining backend " or "drain ended for backend ", id)
+    return reply(200, cjson.encode({ backend = id, draining = method == "POST", models = count }))
+end
+
 -- log_by_lua of /v1/: count the request (in this worker's tables, see metrics.lua) and give back
 -- the balanced backend's in-flight slot.
 function _M.log()

@@ -2,6 +2,8 @@
 -- every backend's /health on a timer (the backends in parallel); requests only read the dict, so
 -- a down backend costs a request one dict lookup instead of a connect timeout. A model is ready
 -- while at least one of its backends is.
+-- A backend can be drained (/drain, before its model server stops): it gets no new request while
+-- it still answers /health, and the drain ends when it stops answering or when the drain expires.
 local ngx = ngx
 local shared = ngx.shared.llm_router
 local tcp = ngx.socket.tcp
@@ -19,6 +21,8 @@ local probe_verdict = require "llm_router.probe_verdict"
 local _M = {}
 
 local models = {}
+-- backend id ("host:port") -> { { model, backend }, ... }: one server can serve several models.
+local by_id = {}
 local interval, timeout_ms, fails = 1, 1000, 3
 -- Probes timed out in a row, per backend; only the polling worker counts.
 local timeouts = {}
@@ -32,6 +36,7 @@ function _M.configure(config)
     interval = tonumber(config.health_interval) or 1
     timeout_ms = (tonumber(config.health_timeout) or 1) * 1000
     fails = tonumber(config.health_fails) or 3
+    by_id = {}
     for _, model in ipairs(models) do
         model.state_key = "state:" .. model.key
         model.models_key = "models:" .. model.key
@@ -40,6 +45,10 @@ function _M.configure(config)
             backend.state_key = "state:" .. model.key .. "@" .. backend.id
             backend.models_key = "models:" .. model.key .. "@" .. backend.id
             backend.busy_key = "busy:" .. model.key .. "@" .. backend.id
+            backend.drain_key = "drain:" .. model.key .. "@" .. backend.id
+            local serving = by_id[backend.id] or {}
+            serving[#serving + 1] = { model = model, backend = backend }
+            by_id[backend.id] = serving
         end
     end
 end
@@ -85,14 +94,21 @@ end
 local function probe(model, backend)
     local name = model.key .. "@" .. backend.id
     local status, err = get(backend, "/health")
+    -- Read after the probe's I/O, so a drain that came meanwhile counts.
     local verdict
-    verdict, timeouts[backend] = probe_verdict.judge(status, err, timeouts[backend] or 0, fails)
+    verdict, timeouts[backend] = probe_verdict.judge(status, err, timeouts[backend] or 0, fails,
+        shared:get(backend.drain_key))
     if verdict == "keep" then
         ngx.log(ngx.WARN, "backend ", name, ": /health ", err, " (", timeouts[backend], " in a row; down at ",
             fails, ")")
         return
     end
+    if verdict == "draining" then
+        set_state(backend.state_key, name, "draining")
+        return
+    end
     if verdict == "down" then
+        shared:delete(backend.drain_key)
         set_state(backend.state_key, name, "down", err or ("/health answered " .. tostring(status)))
         return
     end
@@ -106,6 +122,11 @@ local function probe(model, backend)
         shared:set(backend.models_key, body)
     end
     set_state(backend.state_key, name, "ready")
+    -- A drain from another worker between the verdict and here (no yield between them, but the
+    -- workers run in parallel) must not be undone.
+    if shared:get(backend.drain_key) then
+        set_state(backend.state_key, name, "draining")
+    end
 end
 
 -- The model's state and /v1/models entry follow its first ready backend.
@@ -184,6 +205,28 @@ function _M.mark_down(model, backend, reason)
         set_state(each.state_key, model.key .. "@" .. each.id, "down", reason)
     end
     settle(model)
+end
+
+-- Drains every backend with this id ("host:port") for `seconds` at most: returns how many (0 when
+-- the id is unknown).
+function _M.drain(id, seconds)
+    local serving = by_id[id] or {}
+    for _, each in ipairs(serving) do
+        shared:set(each.backend.drain_key, true, seconds)
+        set_state(each.backend.state_key, each.model.key .. "@" .. id, "draining",
+            "drained for " .. seconds .. " s at most")
+        settle(each.model)
+    end
+    return #serving
+end
+
+-- Ends the drain of every backend with this id; the next probe takes them back.
+function _M.undrain(id)
+    local serving = by_id[id] or {}
+    for _, each in ipairs(serving) do
+        shared:delete(each.backend.drain_key)
+    end
+    return #serving
 end
 
 -- In-flight requests per backend, for least_busy; the log phase gives back what balance took.
