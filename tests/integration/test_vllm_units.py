@@ -16,7 +16,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def render(tmp_path: Path, env: dict[str, str], profile: str, **extra: Any) -> Path:
+def render(tmp_path: Path, env: dict[str, str], profile: str, inventory: Path | None = None, **extra: Any) -> Path:
     out = tmp_path / "rendered"
     out.mkdir()
     # ExecStart's program must exist for `systemd-analyze verify`.
@@ -33,7 +33,8 @@ def render(tmp_path: Path, env: dict[str, str], profile: str, **extra: Any) -> P
         **extra,
     }
     result = subprocess.run(
-        ["ansible-playbook", str(ROOT / "tests" / "integration" / "render_vllm.yml"), "-e", json.dumps(variables)],
+        ["ansible-playbook", str(ROOT / "tests" / "integration" / "render_vllm.yml"), "-e", json.dumps(variables)]
+        + (["-i", str(inventory)] if inventory else []),
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -134,7 +135,7 @@ def test_extra_args_are_quoted_for_systemd(tmp_path: Path, tool_env: dict[str, s
 
 
 def test_container_runtime_unit(tmp_path: Path, tool_env: dict[str, str]) -> None:
-    out = render(tmp_path, tool_env, "multi", vllm_runtime="container", vllm_drain_url="http://127.0.0.1:8000/drain")
+    out = render(tmp_path, tool_env, "multi", vllm_runtime="container", vllm_drain_urls=["http://127.0.0.1:8000/drain"])
     unit = out / "vllm-nemotron.service"
     verify(unit)
     # The router stops sending requests, and those running finish, before podman stops the container.
@@ -146,3 +147,31 @@ def test_container_runtime_unit(tmp_path: Path, tool_env: dict[str, str]) -> Non
     assert "--env VLLM_USE_FLASHINFER_MOE_FP4 " in exec_start
     assert "--volume /srv/model_weights/nvidia/NVIDIA-Nemotron-3-Nano-30B-A3B-NVFP4:" in exec_start
     assert exec_start.endswith("docker.io/vllm/vllm-openai:v0.33.0 serve --config /etc/vllm/nemotron.yaml")
+
+
+def test_units_drain_through_every_router_as_it_knows_this_host(tmp_path: Path, tool_env: dict[str, str]) -> None:
+    # This host serves and routes; two more routers, one with its own address and port.
+    inventory = tmp_path / "hosts.yml"
+    routers = {
+        "localhost": {},
+        "router-2": {"llm_router_address": "10.0.0.2", "router_listen": "0.0.0.0:9000"},
+        "router-3": {},
+    }
+    backends = {
+        "localhost": {
+            "ansible_connection": "local",
+            "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+            "llm_backend_address": "10.0.0.11",
+        }
+    }
+    inventory.write_text(
+        yaml.safe_dump({"all": {"children": {"llm_backends": {"hosts": backends}, "llm_routers": {"hosts": routers}}}})
+    )
+    out = render(tmp_path, tool_env, "cpu-demo", inventory=inventory)
+    unit = out / "vllm-tiny-qwen.service"
+    verify(unit)
+    drain = next(line for line in unit.read_text().splitlines() if line.startswith("ExecStop="))
+    assert drain.split(" ", 1)[1] == (
+        '--router "http://10.0.0.11:8000/drain" --router "http://10.0.0.2:9000/drain" '
+        '--router "http://router-3:8000/drain" --port 8011 --metrics http://127.0.0.1:8011/metrics --timeout 30'
+    )

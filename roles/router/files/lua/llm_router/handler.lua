@@ -11,6 +11,7 @@ local health = require "llm_router.health"
 local metrics = require "llm_router.metrics"
 local least_busy = require "llm_router.least_busy"
 local request_id = require "llm_router.request_id"
+local drain_target = require "llm_router.drain_target"
 
 local ngx = ngx
 local io_open = io.open
@@ -341,9 +342,10 @@ function _M.metrics()
     ngx.print(metrics.render(config.models, health))
 end
 
--- /drain?backend=<host:port>[&seconds=N], from the hosts of router_drain_allow. POST: the backend
--- gets no new request (its model server is about to stop; vllm-drain calls this before the stop)
--- until it stops answering /health, or for N seconds at most. DELETE: the drain ends now.
+-- /drain?port=<port> (a server on the calling host) or, from this host, /drain?backend=<host:port>;
+-- &seconds=N optional. Only from loopback and the backend hosts. POST: the backend gets
+-- no new request (its model server is about to stop; vllm-drain calls this before the stop) until
+-- it stops answering /health, or for N seconds at most. DELETE: the drain ends now.
 local DRAIN_SECONDS = 600
 
 function _M.drain()
@@ -353,9 +355,9 @@ function _M.drain()
             { Allow = "POST, DELETE" })
     end
     local args = ngx.req.get_uri_args()
-    local id = args.backend
-    if type(id) ~= "string" or id == "" then
-        return fail(400, "Name the backend: /drain?backend=<host:port>.", "backend", "missing_backend")
+    local id, status, code, message = drain_target.resolve(args.backend, args.port, ngx.var.remote_addr)
+    if not id then
+        return fail(status, message, "backend", code)
     end
     local seconds = DRAIN_SECONDS
     if args.seconds ~= nil then
