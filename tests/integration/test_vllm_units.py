@@ -1,7 +1,7 @@
 """The vllm role's arguments, environment and units for the GPU profiles and the container runtime,
 rendered with the role's own templates and checked with `systemd-analyze verify` on this machine.
 Stand-in: these profiles need an NVIDIA GPU to converge, which the test machines lack; the tiny
-models' units are converged and run for real in the `vllm` Molecule scenario."""
+models' units are converged and run for real in the `stack` and `fleet` Molecule scenarios."""
 
 from __future__ import annotations
 
