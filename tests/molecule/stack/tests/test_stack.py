@@ -343,7 +343,7 @@ def test_restart_of_every_unit_drains_comes_back_in_order_with_503_until_ready(
     reader.join(timeout=60)
     assert not alive(host, before), "processes of the stopped units outlived them"
     assert streamed.get("finish") == "length", streamed
-    drained = host.check_output("journalctl -u vllm-tiny-nemotron -o cat --no-pager | grep ' drained after ' | tail -1")
+    drained = host.check_output("journalctl -u vllm-tiny-nemotron -o cat --no-pager | grep ' drained by ' | tail -1")
     print(f"restart of vllm.target: the open stream ended {streamed['ended'] - restarted:.1f}s after it; {drained}")
     assert drained and streamed["ended"] > restarted
     for key, statuses in seen.items():
