@@ -150,12 +150,14 @@ def test_container_runtime_unit(tmp_path: Path, tool_env: dict[str, str]) -> Non
 
 
 def test_units_drain_through_every_router_as_it_knows_this_host(tmp_path: Path, tool_env: dict[str, str]) -> None:
-    # This host serves and routes; two more routers, one with its own address and port.
+    # This host serves and routes; three more routers: one with its own address and port, one by
+    # its inventory name, one at an IPv6 address.
     inventory = tmp_path / "hosts.yml"
     routers = {
         "localhost": {},
         "router-2": {"llm_router_address": "10.0.0.2", "router_listen": "0.0.0.0:9000"},
         "router-3": {},
+        "router-4": {"llm_router_address": "fd00::4"},
     }
     backends = {
         "localhost": {
@@ -173,5 +175,6 @@ def test_units_drain_through_every_router_as_it_knows_this_host(tmp_path: Path, 
     drain = next(line for line in unit.read_text().splitlines() if line.startswith("ExecStop="))
     assert drain.split(" ", 1)[1] == (
         '--router "http://10.0.0.11:8000/drain" --router "http://10.0.0.2:9000/drain" '
-        '--router "http://router-3:8000/drain" --port 8011 --metrics http://127.0.0.1:8011/metrics --timeout 30'
+        '--router "http://router-3:8000/drain" --router "http://[fd00::4]:8000/drain" '
+        "--port 8011 --metrics http://127.0.0.1:8011/metrics --timeout 30"
     )
