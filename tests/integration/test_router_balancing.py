@@ -106,20 +106,26 @@ def test_new_requests_go_to_the_backend_with_fewer_in_flight(balanced_router, re
     before = counts(replicas)
     assert chat(balanced_router) == 200
     chosen = [after - start for after, start in zip(counts(replicas), before, strict=True)].index(1)
-    metrics = call(balanced_router, "GET", "/metrics")[2].decode()
+
+    def in_flight() -> dict[str, int]:
+        metrics = call(balanced_router, "GET", "/metrics")[2].decode()
+        return {
+            line.split('backend="')[1].split('"')[0]: int(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith("llm_router_backend_in_flight{")
+        }
+
+    # The short request gives its slot back in its log phase, just after its answer went out.
+    wait_until(lambda: sum(in_flight().values()) == 3)
+    in_flight_now = in_flight()
     for conn, response in streams:
         response.read()
         conn.close()
-    in_flight = {
-        line.split('backend="')[1].split('"')[0]: int(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith("llm_router_backend_in_flight{")
-    }
     # Three streams over two backends: one backend holds two, the other one; the short request
     # went to the one with a single stream.
-    assert sorted(in_flight.values()) == [1, 2], in_flight
+    assert sorted(in_flight_now.values()) == [1, 2], in_flight_now
     ports = [stub.port for stub in replicas]
-    assert in_flight[f"127.0.0.1:{ports[chosen]}"] == 1, in_flight
+    assert in_flight_now[f"127.0.0.1:{ports[chosen]}"] == 1, in_flight_now
 
 
 def test_backend_not_ready_gets_no_requests_and_the_model_stays_ready(balanced_router, replicas):
@@ -224,7 +230,7 @@ def test_drain_ends_when_the_backend_stops_answering(balanced_router, replicas):
 
 def test_drain_of_every_backend_gets_503_with_retry_after_and_expires(balanced_router, replicas):
     for stub in replicas:
-        assert drain(balanced_router, stub, query="&seconds=2")[0] == 200
+        assert drain(balanced_router, stub, query="&seconds=4")[0] == 200
     status, headers, data = call(balanced_router, "POST", "/v1/chat/completions", {"model": SERVED_NAME})
     assert status == 503, data
     assert headers["Retry-After"]
@@ -232,7 +238,7 @@ def test_drain_of_every_backend_gets_503_with_retry_after_and_expires(balanced_r
     assert health(balanced_router)["models"]["tiny-qwen"] == "down"
     refused = time.monotonic()
     wait_until(lambda: health(balanced_router)["models"]["tiny-qwen"] == "ready", timeout=10)
-    print(f"drain of 2 s: the model was ready again {time.monotonic() - refused:.1f}s after the 503")
+    print(f"drain of 4 s: the model was ready again {time.monotonic() - refused:.1f}s after the 503")
 
 
 @pytest.mark.parametrize(
