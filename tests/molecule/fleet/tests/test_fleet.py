@@ -108,7 +108,7 @@ def test_requests_spread_over_both_backends(
     assert min(spread.values()) >= 5, spread
 
 
-def test_stopped_backend_drains_without_a_failed_request_and_is_taken_back_when_ready(
+def test_stopped_backend_drains_without_failing_new_requests_and_is_taken_back_when_ready(
     host: testinfra.host.Host, backends: dict[str, testinfra.host.Host], base_url: str, addresses: dict[str, str]
 ) -> None:
     results: list[tuple[float, int]] = []

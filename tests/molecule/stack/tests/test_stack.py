@@ -107,6 +107,17 @@ def shell_in(host: testinfra.host.Host) -> Iterator[Callable[[str], None]]:
         shell.wait(timeout=30)
 
 
+def long_story(client: openai.OpenAI, tokens: int) -> openai.Stream:
+    """A stream from tiny-nemotron of exactly `tokens` tokens (ignore_eos), a few seconds long."""
+    return client.chat.completions.create(
+        model="nemotron",
+        messages=[{"role": "user", "content": "Write a long story."}],
+        max_tokens=tokens,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+
+
 def router_status(base_url: str) -> int | None:
     """/health's status, or None while nothing answers on the port (the router is starting)."""
     try:
@@ -305,15 +316,7 @@ def test_restart_of_every_unit_drains_comes_back_in_order_with_503_until_ready(
     # when the stop begins ends whole: the unit drains its server first (vllm-drain).
     before = unit_pids(host, "tiny-qwen") | unit_pids(host, "tiny-nemotron")
     mark = access_log_lines(host)
-    stream = iter(
-        client.chat.completions.create(
-            model="nemotron",
-            messages=[{"role": "user", "content": "Write a long story."}],
-            max_tokens=1500,
-            stream=True,
-            extra_body={"ignore_eos": True},
-        )
-    )
+    stream = iter(long_story(client, 1500))
     next(stream)
     streamed: dict = {}
 
@@ -370,14 +373,7 @@ def test_hung_backend_is_marked_down_and_its_stream_ends_with_an_error(
     # tiny model writes its whole answer within seconds, and a stream already in the socket buffers
     # would end normally (CI saw that when the shell was opened after the request).
     with shell_in(host) as shell:
-        stream = client.chat.completions.create(
-            model="nemotron",
-            messages=[{"role": "user", "content": "Write a long story."}],
-            max_tokens=1800,
-            stream=True,
-            extra_body={"ignore_eos": True},
-        )
-        chunks = iter(stream)
+        chunks = iter(long_story(client, 1800))
         next(chunks)
         shell(f"kill -STOP {pid}")
     frozen = time.monotonic()
